@@ -1,0 +1,3 @@
+from adaptir_cli.cli.app import main
+
+main()

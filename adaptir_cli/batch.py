@@ -1,0 +1,158 @@
+"""Turning inputs (files and folders) into restore jobs, and running them one image at a time.
+
+One code path serves a single file and a folder of thousands, so no setting is honoured in one
+mode and ignored in the other. A failed image is reported and the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+from adaptir_cli.imaging.io import LoadedImage, is_image_file, read_image, resize_alpha, write_image
+from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_numpy, to_tensor
+
+
+class JobPlanError(ValueError):
+    """The command line does not describe a runnable set of jobs (a usage error)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    output: Path
+    task: str
+    adapter: Path | None = None
+
+
+@dataclass
+class JobResult:
+    job: Job
+    status: Literal["ok", "skipped", "failed"]
+    error: str = ""
+    stats: RestoreStats = field(default_factory=RestoreStats)
+    input_size: tuple[int, int] = (0, 0)
+    output_size: tuple[int, int] = (0, 0)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "input": str(self.job.source),
+            "output": str(self.job.output),
+            "task": self.job.task,
+            "adapter": str(self.job.adapter) if self.job.adapter else None,
+            "status": self.status,
+            "error": self.error or None,
+            "input_size": list(self.input_size),
+            "output_size": list(self.output_size),
+            "seconds": round(self.stats.seconds, 4),
+            "tile": self.stats.tile,
+            "tiles": self.stats.tiles,
+            "fp32_recomputed_tiles": self.stats.fp32_recomputed,
+            "oom_retries": self.stats.oom_retries,
+            "notes": self.stats.notes,
+        }
+
+
+def _expand(path: Path, recursive: bool) -> list[tuple[Path, Path]]:
+    """(file, its path relative to the output folder) for one command-line input."""
+    if path.is_file():
+        return [(path, Path(path.name))]
+    if path.is_dir():
+        found = path.rglob("*") if recursive else path.iterdir()
+        return sorted((f, f.relative_to(path)) for f in found if f.is_file() and is_image_file(f))
+    raise JobPlanError(f"input not found: {path}")
+
+
+def _per_input(values: list, count: int, what: str) -> list:
+    if len(values) in (0, 1):
+        return (values or [None]) * count
+    if len(values) != count:
+        raise JobPlanError(f"give one {what} for all inputs or one per input ({count}); got {len(values)}")
+    return values
+
+
+def plan_jobs(
+    inputs: list[Path],
+    output_dir: Path,
+    tasks: list[str],
+    adapters: list[Path] | None = None,
+    *,
+    recursive: bool = False,
+    suffix: str = "",
+    ext: str | None = None,
+) -> list[Job]:
+    """One job per image; `tasks`/`adapters` hold one value for all inputs or one per input."""
+    if not tasks:
+        raise JobPlanError("--task is required")
+    task_per_input = _per_input(tasks, len(inputs), "--task")
+    adapter_per_input = _per_input(list(adapters or []), len(inputs), "--adapter")
+    jobs: list[Job] = []
+    for path, task, adapter in zip(inputs, task_per_input, adapter_per_input):
+        for source, relative in _expand(path, recursive):
+            extension = "." + ext.lstrip(".").lower() if ext else source.suffix.lower()
+            output = output_dir / relative.with_name(f"{relative.stem}{suffix}{extension}")
+            if output.resolve() == source.resolve():
+                raise JobPlanError(f"{source} would be overwritten by its own output; use --suffix or another folder")
+            jobs.append(Job(source, output, task, adapter))
+    outputs = [job.output for job in jobs]
+    if len(set(outputs)) != len(outputs):
+        clash = next(o for o in outputs if outputs.count(o) > 1)
+        raise JobPlanError(f"two inputs would both be written to {clash}; restore them into separate folders")
+    return jobs
+
+
+def _read(job: Job) -> LoadedImage:
+    return read_image(job.source)
+
+
+def run_jobs(
+    restorer: Restorer,
+    jobs: list[Job],
+    settings: TileSettings | None = None,
+    *,
+    overwrite: bool = False,
+    force: bool = False,
+    on_image: Callable[[Job], None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Iterator[JobResult]:
+    """Restore each job's image and write it; yields one result per job (skipped ones first).
+
+    The next image is decoded on a worker thread while the current one runs on the device.
+    """
+    todo = [job for job in jobs if overwrite or not job.output.exists()]
+    for job in jobs:
+        if job not in todo:
+            yield JobResult(job, "skipped", "output exists (use --overwrite)")
+    selected: tuple[str, Path | None] | None = None
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending: Future | None = reader.submit(_read, todo[0]) if todo else None
+        for index, job in enumerate(todo):
+            loaded_future, pending = pending, (reader.submit(_read, todo[index + 1]) if index + 1 < len(todo) else None)
+            if on_image:
+                on_image(job)
+            start = time.perf_counter()
+            try:
+                image = loaded_future.result()
+                if selected != (job.task, job.adapter):
+                    restorer.use(job.task, job.adapter, force=force)
+                    selected = (job.task, job.adapter)
+                restored, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile)
+                rgb = to_numpy(restored)
+                alpha = image.alpha
+                if alpha is not None and restorer.scale != 1:
+                    alpha = resize_alpha(alpha, restorer.scale)
+                job.output.parent.mkdir(parents=True, exist_ok=True)
+                stats.notes.extend(write_image(job.output, rgb, alpha=alpha, like=image))
+            except Exception as error:  # one bad image must not stop the batch
+                yield JobResult(job, "failed", _describe(error), RestoreStats(seconds=time.perf_counter() - start))
+                continue
+            stats.seconds = time.perf_counter() - start
+            yield JobResult(job, "ok", "", stats, image.rgb.shape[:2], rgb.shape[:2])
+
+
+def _describe(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text if isinstance(error, (OSError, ValueError, RuntimeError)) else f"{type(error).__name__}: {text}"

@@ -1,0 +1,1 @@
+"""Benchmarks: the papers' evaluation protocol on the standard test sets, and restore speed."""

@@ -1,0 +1,177 @@
+"""`adaptir bench`: the papers' evaluation protocol on standard test sets, or restore speed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from adaptir_cli.adapters import AdapterFileError
+from adaptir_cli.bench.protocol import Protocol, ProtocolError, make_protocol
+from adaptir_cli.bench.render import bench_to_json, print_bench, print_speed, speed_to_json, write_csv, write_json
+from adaptir_cli.bench.runner import (
+    BenchError,
+    BenchResult,
+    Failure,
+    Method,
+    check_dataset,
+    plan_methods,
+    run_benchmark,
+    run_speed,
+)
+from adaptir_cli.cli.common import fail, stderr, usage_error
+from adaptir_cli.cli.restore import _load as load_restorer
+from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayout, find_dataset
+from adaptir_cli.data.degradations import Degradation
+from adaptir_cli.restorer import Restorer, TileSettings
+from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
+
+EXAMPLES = """
+Examples:
+
+  adaptir bench --task sr2 --dataset Set5 --dataset Set14 --base emt-x2 --json results.json
+
+  adaptir bench --task sr4 --dataset Set5 --data ~/datasets --base emt-x4 --baseline
+
+  adaptir bench --task lr4-noise30 --dataset B100 --base emt-x4 --adapter '' --adapter lr4n30.safetensors
+
+  adaptir bench --task denoise --sigma 25 --dataset CBSD68 --baseline --csv cbsd68.csv
+
+  adaptir bench --task derain --dataset my_rain/ --pairs 'rainy/{id}.png,clean/{id}.png' --baseline
+
+  adaptir bench --task sr4 --base emt-x4 --speed --size 320x240 --repeats 10
+"""
+
+
+def bench(
+    task: str = typer.Option(..., "--task", "-t", help=f"Task ({', '.join(TASKS)})."),
+    dataset: list[str] = typer.Option(
+        [], "--dataset", "-d", help=f"A test set ({', '.join(DATASETS)}) or a folder of images; repeatable."
+    ),
+    data: Optional[Path] = typer.Option(
+        None, help="Folder holding the test sets (searched before $ADAPTIR_DATA and the cache)."
+    ),
+    pairs: Optional[str] = typer.Option(
+        None, help="Input/target file templates of a custom pair set: 'LQ_TEMPLATE,GT_TEMPLATE' with {id}."
+    ),
+    base: Optional[str] = typer.Option(None, "--base", "-b", help="Base model: a name from `adaptir models list` or a weights file."),
+    adapter: list[str] = typer.Option(
+        [], "--adapter", "-a", help="Adapter file; repeat to compare (one column each; '' for the bare base)."
+    ),
+    sigma: Optional[float] = typer.Option(None, help="Noise level (0..255 scale) for --task denoise."),
+    seed: int = typer.Option(0, help="Seed of the noise and synthetic degradations (image i uses seed + i)."),
+    baseline: bool = typer.Option(False, help="Also score the degraded input itself (bicubic up-scaling for SR)."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write all results, per image, to this JSON file ('-': stdout)."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write per-image and mean values to this CSV file."),
+    save_images: Optional[Path] = typer.Option(None, help="Save the scored images to DIR/SET/METHOD/."),
+    speed: bool = typer.Option(False, help="Time restore only, on a random image of --size."),
+    size: str = typer.Option("256x256", help="Input size WxH for --speed."),
+    repeats: int = typer.Option(5, min=1, help="Timed runs for --speed (after one warm-up run)."),
+    tile: int = typer.Option(0, min=0, help="Tile size in input pixels; 0 (default) runs whole images, as papers do."),
+    overlap: Optional[int] = typer.Option(None, help="Overlap between tiles in input pixels. Default: the base's."),
+    batch: int = typer.Option(4, min=1, help="Tiles run together on the device."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Score a base and its adapters with the papers' protocol (PSNR/SSIM, Y or RGB, crop), or time restore."""
+    try:
+        chosen = get_task(task)
+        protocol, degradation = make_protocol(task, sigma, seed)
+    except (UnknownTaskError, ProtocolError) as error:
+        usage_error(str(error))
+    settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
+    adapters = [Path(a) if a else None for a in adapter]
+    if speed:
+        if dataset or baseline or csv_file or save_images:
+            usage_error("--speed times restore on a random image; drop --dataset, --baseline, --csv and --save-images")
+        if base is None:
+            usage_error("--speed needs --base", "adaptir bench --task sr4 --base emt-x4 --speed --size 256x256")
+        restorer = load_restorer(base, device, precision)
+        methods = _methods(adapters, restorer, baseline=False, scale=chosen.scale, task=task)
+        with stderr.status("Timing restore ...", spinner="dots"):
+            report = run_speed(restorer, task, methods, _parse_size(size), repeats=repeats, settings=settings, seed=seed)
+        print_speed(_results_console(json_file), report)
+        if json_file is not None:
+            write_json(json_file, speed_to_json(report))
+        return
+
+    if not dataset:
+        usage_error("give at least one --dataset", f"a test set ({', '.join(DATASETS)}) or a folder of images")
+    if base is None and not baseline:
+        usage_error("nothing to measure: give --base (and --adapter) or --baseline")
+    if adapter and base is None:
+        usage_error("--adapter needs --base: an adapter runs on the base it was trained for")
+    try:
+        layout = PairLayout.parse(pairs) if pairs else None
+        sets = [find_dataset(name, data, layout) for name in dataset]
+        for found in sets:
+            check_dataset(found, protocol)
+    except DatasetError as error:
+        fail(str(error))
+
+    restorer = load_restorer(base, device, precision) if base is not None else None
+    methods = _methods(adapters, restorer, baseline=baseline, scale=chosen.scale, task=task)
+    result = _run(sets, protocol, degradation, methods, restorer, settings, save_images, quiet)
+
+    print_bench(_results_console(json_file), result)
+    if json_file is not None:
+        write_json(json_file, bench_to_json(result))
+    if csv_file is not None:
+        write_csv(csv_file, result)
+    if result.failures:
+        stderr.print(f"[red]{result.failures} image/method runs failed; their images are left out of the means.[/]")
+        raise typer.Exit(1)
+
+
+def _methods(adapters: list[Path | None], restorer: Restorer | None, *, baseline: bool, scale: int, task: str) -> list[Method]:
+    """The columns, each checked against the base before the first image."""
+    try:
+        methods = plan_methods(adapters, restorer=restorer, baseline=baseline, scale=scale)
+    except (AdapterFileError, OSError, BenchError) as error:
+        fail(str(error))
+    for method in methods:
+        if restorer is not None and method.kind != "baseline":
+            try:
+                restorer.use(task, method.adapter)
+            except Exception as error:  # every mismatch (head, scale, adapter base) ends the same way
+                fail(f"{method.label}: {error}", "see `adaptir bench --help`")
+    return methods
+
+
+def _run(
+    sets: list[Dataset], protocol: Protocol, degradation: Degradation, methods: list[Method], restorer: Restorer | None,
+    settings: TileSettings, save_images: Path | None, quiet: bool,
+) -> BenchResult:
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=stderr, disable=quiet,
+    )
+    with progress:
+        bar = progress.add_task("images", total=sum(len(s.images) for s in sets))
+
+        def on_image(dataset: str, image: str, failures: list[Failure]) -> None:
+            progress.update(bar, advance=1, description=f"{dataset} {image}")
+            for failure in failures:
+                where = f" ({failure.method})" if failure.method else ""
+                progress.console.print(f"[red]failed[/] {dataset}/{failure.image}{where}: {failure.error}", highlight=False)
+
+        return run_benchmark(sets, protocol, degradation, methods, restorer, settings,
+                             save_images=save_images, on_image=on_image)
+
+
+def _results_console(json_file: Path | None) -> Console:
+    # Tables go to stdout, unless stdout carries the JSON.
+    return stderr if json_file is not None and str(json_file) == "-" else Console()
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (height, width)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
+        usage_error(f"--size takes WIDTHxHEIGHT, e.g. 256x256; got {text!r}")
+    return int(match.group(2)), int(match.group(1))

@@ -1,0 +1,44 @@
+"""What every command shares: the stderr console, error reporting and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+# Progress and messages go to stderr so that stdout can carry --json for scripts.
+stderr = Console(stderr=True)
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def report_error(message: str, hint: str | None = None) -> None:
+    """Print an error without exiting: a batch reports each failure and fails at the end."""
+    # soft_wrap: never break a line inside a path, URL or command the user may copy.
+    stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    if hint:
+        stderr.print(f"[yellow]Hint:[/] {hint}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
+    report_error(message, hint)
+    raise typer.Exit(code)
+
+
+def usage_error(message: str, hint: str | None = None) -> NoReturn:
+    fail(message, hint, EXIT_USAGE)
+
+
+def print_json(payload: object) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def show_tracebacks() -> bool:
+    """ADAPTIR_DEBUG=1 lets unexpected errors surface with their traceback."""
+    return os.environ.get("ADAPTIR_DEBUG", "") not in ("", "0")

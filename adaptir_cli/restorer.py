@@ -1,0 +1,178 @@
+"""Restoring images with one loaded base and swappable adapters: the library behind `adaptir restore`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from adaptir_cli.adapters import AdapterFile, apply_adapter, read_adapter
+from adaptir_cli.bases import LoadedBase
+from adaptir_cli.imaging.tiling import run_tiled
+from adaptir_cli.runtime import autocast, resolve_device, resolve_precision
+from adaptir_cli.tasks import Task, get_task, head_for
+
+TileCallback = Callable[[int, int], None]
+
+# Defaults chosen in docs/performance.md: large enough that tiling costs little, small enough that
+# a CPU or an 8 GB GPU never holds a whole 4000 x 3000 image's activations.
+DEFAULT_TILE = 256
+DEFAULT_OVERLAP = 32
+DEFAULT_FIXED_OVERLAP = 8
+
+
+class RestoreError(RuntimeError):
+    """An image could not be restored; the message says why."""
+
+
+@dataclass
+class TileSettings:
+    """`tile=None` / `overlap=None` take the base's defaults; `tile=0` runs whole images."""
+
+    tile: int | None = None
+    overlap: int | None = None
+    batch: int = 4
+
+
+@dataclass
+class RestoreStats:
+    tile: int = 0
+    tiles: int = 0
+    fp32_recomputed: int = 0
+    oom_retries: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Restorer:
+    """Holds one frozen base on its device; `use()` switches task and adapter between images."""
+
+    def __init__(self, base: LoadedBase, device: str = "auto", precision: str = "auto") -> None:
+        self.base = base
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device, base.descriptor.supports_bf16)
+        base.module.to(self.device)
+        self.task: Task | None = None
+        self.head = ""
+        self.adapter: AdapterFile | None = None
+
+    @property
+    def scale(self) -> int:
+        return self.base.descriptor.head(self.head).scale
+
+    def use(self, task: str, adapter: Path | AdapterFile | None = None, *, force: bool = False) -> None:
+        """Select the task (and so the base head) and the adapter; None runs the bare head."""
+        chosen = get_task(task)
+        head = head_for(chosen, self.base.descriptor.heads)
+        if self.base.descriptor.head(head).scale != chosen.scale:
+            raise RestoreError(
+                f"task {chosen.name} needs scale x{chosen.scale} but head {head!r} of {self.base.name} "
+                f"is x{self.base.descriptor.head(head).scale}"
+            )
+        if isinstance(adapter, (str, Path)):
+            adapter = read_adapter(Path(adapter))
+        if adapter is None and chosen.adapter_required:
+            raise RestoreError(
+                f"{self.base.name} was not trained for {chosen.name} and no adapter was given; "
+                "pass --adapter FILE (train one with `adaptir finetune`)"
+            )
+        apply_adapter(self.base, adapter, force=force)
+        self.base.module.to(self.device)  # freshly built adapter modules start on the CPU
+        self.task, self.head, self.adapter = chosen, head, adapter
+
+    def tile_settings(self, settings: TileSettings) -> tuple[int, int]:
+        """Concrete (tile, overlap) for this base: fixed-size bases always use their patch size."""
+        desc = self.base.descriptor
+        if desc.fixed_size:
+            overlap = DEFAULT_FIXED_OVERLAP if settings.overlap is None else settings.overlap
+            if not 0 <= overlap < desc.fixed_size:
+                raise RestoreError(f"--overlap must be between 0 and {desc.fixed_size - 1} for this base")
+            return desc.fixed_size, overlap
+        tile = DEFAULT_TILE if settings.tile is None else settings.tile
+        if tile:
+            tile = max(tile, desc.min_size)
+            tile = -(-tile // desc.size_multiple) * desc.size_multiple
+        overlap = settings.overlap
+        if overlap is None:  # the default shrinks with small tiles so that tiles still advance
+            overlap = min(DEFAULT_OVERLAP, tile // 4) if tile else 0
+        if tile and not 0 <= overlap < tile // 2:
+            raise RestoreError(f"--overlap must be between 0 and {tile // 2 - 1} for tile {tile}")
+        return tile, overlap
+
+    @torch.inference_mode()
+    def restore(
+        self, image: torch.Tensor, settings: TileSettings | None = None, on_tile: TileCallback | None = None
+    ) -> tuple[torch.Tensor, RestoreStats]:
+        """Restore (1, 3, H, W) in [0, 1]; returns the clamped result on the CPU and what it took."""
+        if self.task is None:
+            raise RestoreError("call use(task) before restore()")
+        settings = settings or TileSettings()
+        tile, overlap = self.tile_settings(settings)
+        batch = max(1, settings.batch)
+        stats = RestoreStats()
+        start = time.perf_counter()
+        image = image.to(self.device, torch.float32)
+        while True:
+            try:
+                stats.tiles = 0
+                output = run_tiled(
+                    lambda tiles: self._forward(tiles, stats),
+                    image,
+                    scale=self.scale,
+                    tile=tile,
+                    overlap=overlap,
+                    batch=batch,
+                    multiple=self.base.descriptor.size_multiple,
+                    fixed_size=self.base.descriptor.fixed_size,
+                    min_size=self.base.descriptor.min_size,
+                    on_tile=on_tile,
+                )
+                break
+            except torch.OutOfMemoryError:
+                tile, batch = self._smaller(tile, overlap, batch, image.shape[-2:])
+                stats.oom_retries += 1
+                stats.notes.append(f"out of memory: retried with tile {tile or 'whole'} and batch {batch}")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        stats.tile = tile
+        stats.seconds = time.perf_counter() - start
+        return output.clamp_(0, 1).cpu(), stats
+
+    def _forward(self, tiles: torch.Tensor, stats: RestoreStats) -> torch.Tensor:
+        stats.tiles += tiles.shape[0]
+        with autocast(self.device, self.precision):
+            out = self.base(tiles, self.head)
+        out = out.float()
+        finite = torch.isfinite(out).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            if self.precision == "fp32":
+                raise RestoreError("the model produced non-finite values in fp32; the weights may be broken")
+            # Reduced precision overflowed on these tiles only: redo them in fp32.
+            bad = ~finite
+            out[bad] = self.base(tiles[bad], self.head).float()
+            stats.fp32_recomputed += int(bad.sum())
+        return out
+
+    def _smaller(self, tile: int, overlap: int, batch: int, size: torch.Size) -> tuple[int, int]:
+        """After an out-of-memory error: halve the tile batch first, then the tile."""
+        if batch > 1:
+            return tile, batch // 2
+        desc = self.base.descriptor
+        smaller = ((tile or max(size)) // 2) // desc.size_multiple * desc.size_multiple
+        if desc.fixed_size or smaller <= max(desc.min_size, 2 * overlap, desc.size_multiple - 1):
+            raise RestoreError("out of GPU memory even with the smallest tile; use --device cpu")
+        return smaller, batch
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """HWC float32 [0, 1] -> (1, 3, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+
+
+def to_numpy(image: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) -> HWC float32."""
+    return image[0].permute(1, 2, 0).contiguous().numpy()

@@ -1,0 +1,54 @@
+"""Device and precision choices, shared by restore, bench and finetune."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Literal
+
+import torch
+
+Precision = Literal["fp32", "bf16"]
+
+
+class RuntimeChoiceError(ValueError):
+    """A --device or --precision value that cannot work here; the message says what can."""
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """`auto` picks the first CUDA GPU when there is one, else the CPU; `cuda:N` must exist."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise RuntimeChoiceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeChoiceError("CUDA was requested but this PyTorch build sees no GPU; use --device cpu")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise RuntimeChoiceError(f"there is no GPU {index}; this machine has {torch.cuda.device_count()}")
+    elif device.type != "cpu":
+        raise RuntimeChoiceError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(spec: str, device: torch.device, bf16_safe: bool) -> Precision:
+    """`auto` is bf16 only on CUDA and only for bases verified in bf16; fp16 is never offered
+    (black/NaN outputs and CPU crashes are the classic fp16 failures of restoration tools)."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return "bf16" if device.type == "cuda" and bf16_safe else "fp32"
+    if spec not in ("fp32", "bf16"):
+        raise RuntimeChoiceError(f"unknown precision {spec!r}; use auto, fp32 or bf16")
+    return spec  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield

@@ -1,0 +1,337 @@
+"""The weights manifest, cache, fetch (from a local HTTP server), import and `adaptir models`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from adaptir_cli.bases import architectures, load_base_file
+from adaptir_cli.bases.emt import EMT, EMTConfig
+from adaptir_cli.bases.loading import WeightsError, sha256_file
+from adaptir_cli.cli.models import app as models_app
+from adaptir_cli.tasks import TASKS, head_for
+from adaptir_cli.weights.cache import cached_model, models_dir
+from adaptir_cli.weights.fetch import fetch
+from adaptir_cli.weights.importing import import_weights
+from adaptir_cli.weights.manifest import Manifest, ManifestError, UnknownNameError, default_manifest, load_manifest
+from adaptir_cli.weights.resolve import load_base
+
+SHARED_FILES = {  # manifest name -> file in ../shared/weights
+    "emt-x2": "EMT_LSR_x2.pth", "emt-x3": "EMT_LSR_x3.pth", "emt-x4": "EMT_LSR_x4.pth",
+    "lmlt-tiny-x2": "LMLT_tiny_x2.pth", "lmlt-tiny-x3": "LMLT_tiny_x3.pth", "lmlt-tiny-x4": "LMLT_tiny_x4.pth",
+}
+IPT_NAMES = {"ipt", "ipt-sr2", "ipt-sr3", "ipt-sr4", "ipt-denoise30", "ipt-denoise50", "ipt-derain"}
+
+
+# --- a tiny real EMT checkpoint, in the published {"params": ...} layout ---
+
+@pytest.fixture(scope="module")
+def tiny_emt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = EMT(EMTConfig(scale=2, dim=12, groups=1, layers=2, attention_layers=1))
+    path = tmp_path_factory.mktemp("tiny") / "tiny_emt_x2.pth"
+    torch.save({"params": model.state_dict()}, path)
+    return path
+
+
+def write_manifest(tmp_path: Path, body: str, bundled_dir: Path | None = None) -> Manifest:
+    path = tmp_path / "manifest.toml"
+    path.write_text(body, encoding="utf-8")
+    return load_manifest(path, bundled_dir=bundled_dir) if bundled_dir else load_manifest(path)
+
+
+def base_entry(name: str, source: str, *, sha256: str | None = None, size: int | None = None, extra: str = "") -> str:
+    lines = [f"[bases.{name}]", 'architecture = "emt"', f'source = "{source}"', 'license = "MIT"',
+             'description = "tiny test EMT"', 'tasks = ["sr2"]']
+    lines += [f'sha256 = "{sha256}"'] if sha256 else []
+    lines += [f"size = {size}"] if size else []
+    return "\n".join(lines) + "\n" + extra + "\n"
+
+
+def leftovers() -> list[str]:
+    """Everything in the models folder, temporary files included."""
+    return sorted(p.name for p in models_dir().iterdir()) if models_dir().exists() else []
+
+
+# --- a local HTTP server: bodies by path, optionally with a lying Content-Length ---
+
+@dataclass
+class Server:
+    url: str
+    routes: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def serve(self, path: str, body: bytes, declared_length: int | None = None) -> str:
+        self.routes[path] = (body, len(body) if declared_length is None else declared_length)
+        return self.url + path
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state = Server(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            state.requests.append(self.path)
+            if self.path not in state.routes:
+                self.send_error(404)
+                return
+            body, length = state.routes[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+    assert len(state.requests) <= 3, f"unexpected requests: {state.requests}"
+
+
+# --- the shipped manifest ---
+
+def test_shipped_manifest_lists_every_known_base_completely() -> None:
+    manifest = default_manifest()
+    assert set(manifest.bases) == set(SHARED_FILES) | IPT_NAMES
+    for entry in manifest.bases.values():
+        assert entry.architecture in architectures(), entry.name
+        assert entry.license and entry.description and entry.tasks, entry.name
+        if entry.kind == "download":
+            assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+/raw/[0-9a-f]{40}/.+\.pth", entry.source), entry.name
+            assert entry.size and entry.sha256, entry.name
+        else:  # IPT: Google Drive only, no published hash
+            assert entry.kind == "manual" and entry.file and entry.sha256 is None and entry.size is None, entry.name
+        if entry.heads:  # renamed single-task files must offer a head for every task they list
+            for task in entry.tasks:
+                head_for(TASKS[task], dict.fromkeys(entry.heads))
+    assert manifest.adapters == {}
+
+
+def test_shipped_manifest_hashes_and_sizes_match_the_real_files(shared: Path) -> None:
+    manifest = default_manifest()
+    for name, filename in SHARED_FILES.items():
+        file = shared / "weights" / filename
+        assert manifest.bases[name].size == file.stat().st_size, name
+        assert manifest.bases[name].sha256 == sha256_file(file), name
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ('colour = "red"', "unknown key"),
+        ('sha256 = "abc"', "sha256"),
+        ("size = -3", "size"),
+        ("manual = true", "file"),
+        ('path = "x.safetensors"', "path"),
+    ],
+)
+def test_manifest_rejects_malformed_entries(tmp_path: Path, extra: str, problem: str) -> None:
+    with pytest.raises(ManifestError, match=problem):
+        write_manifest(tmp_path, base_entry("bad", "https://example.org/x.pth", extra=extra))
+
+
+def test_manifest_rejects_unknown_tasks_missing_keys_and_orphan_adapters(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="unknown task"):
+        write_manifest(tmp_path, base_entry("bad", "https://example.org/x.pth").replace('"sr2"', '"sr5"'))
+    with pytest.raises(ManifestError, match="lacks.*license"):
+        write_manifest(tmp_path, base_entry("bad", "https://example.org/x.pth").replace('license = "MIT"', ""))
+    orphan = '[adapters.a]\nbase = "nope"\ntask = "sr2"\nsource = "bundled"\npath = "a.safetensors"\nlicense = "MIT"\ndescription = "d"\n'
+    with pytest.raises(ManifestError, match="not in \\[bases\\]"):
+        write_manifest(tmp_path, orphan)
+
+
+def test_unknown_names_suggest_the_closest_ones() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean emt-x4"):
+        default_manifest().base("emt-4x")
+    with pytest.raises(UnknownNameError, match="emt-x2"):
+        load_base("emtx2")
+
+
+def test_bundled_base_and_shipped_adapter_entries(tmp_path: Path, tiny_emt: Path) -> None:
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    shutil.copy(tiny_emt, bundled / "tiny.pth")
+    adapter = ('[adapters.tiny-sr2]\nbase = "tiny"\ntask = "sr2"\nsource = "bundled"\npath = "tiny-sr2.safetensors"\n'
+               f'sha256 = "{"0" * 64}"\nlicense = "MIT"\ndescription = "an adapter"\n')
+    manifest = write_manifest(tmp_path, base_entry("tiny", "bundled", extra='path = "tiny.pth"\nheads = ["upscale"]') + adapter, bundled)
+    entry = manifest.bases["tiny"]
+    assert entry.kind == "bundled" and entry.path == bundled / "tiny.pth"
+    base = load_base("tiny", manifest)
+    assert base.sha256 == sha256_file(tiny_emt) and list(base.descriptor.heads) == ["upscale"]
+    assert fetch("tiny", manifest) == bundled / "tiny.pth"  # nothing to download
+    shipped = manifest.adapters["tiny-sr2"]
+    assert (shipped.base, shipped.task, shipped.method, shipped.path) == ("tiny", "sr2", "adaptir", bundled / "tiny-sr2.safetensors")
+
+
+# --- fetch ---
+
+def test_fetch_downloads_verifies_converts_and_loads(
+    tmp_path: Path, tiny_emt: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ADAPTIR_OFFLINE")
+    data = tiny_emt.read_bytes()
+    url = server.serve("/tiny.pth", data)
+    sha = hashlib.sha256(data).hexdigest()
+    manifest = write_manifest(tmp_path, base_entry("tiny", url, sha256=sha, size=len(data), extra='heads = ["upscale"]'))
+
+    path = fetch("tiny", manifest)
+
+    assert path == cached_model("tiny") and leftovers() == ["tiny.safetensors"]
+    assert server.requests == ["/tiny.pth"]
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata() == {"format": "pt", "adaptir.name": "tiny", "adaptir.source_sha256": sha,
+                                     "adaptir.architecture": "emt"}
+    base = load_base("tiny", manifest)
+    assert base.sha256 == sha == load_base_file(tiny_emt).sha256  # one identity, .pth or cache
+    assert base.descriptor.heads["upscale"].scale == 2
+    original = torch.load(tiny_emt, weights_only=True)["params"]
+    loaded = base.module.state_dict()
+    assert all(torch.equal(original[key], loaded[key]) for key in original)
+
+
+def test_fetch_works_from_a_file_url(tmp_path: Path, tiny_emt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ADAPTIR_OFFLINE")
+    manifest = write_manifest(tmp_path, base_entry("tiny", tiny_emt.as_uri(), sha256=sha256_file(tiny_emt)))
+    assert fetch("tiny", manifest).is_file() and leftovers() == ["tiny.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("served", "declared", "message"),
+    [
+        (lambda data: bytes(b ^ 0xFF for b in data[:64]) + data[64:], None, "corrupted"),  # same size, wrong bytes
+        (lambda data: data[: len(data) // 2], None, "manifest expects"),  # short file, honest length
+        (lambda data: data[: len(data) // 2], "full", "stopped after"),  # connection closed early
+    ],
+    ids=["corrupted", "short-file", "cut-connection"],
+)
+def test_bad_downloads_leave_no_cache_entry_and_no_temp_file(
+    tmp_path: Path, tiny_emt: Path, server: Server, monkeypatch: pytest.MonkeyPatch, served, declared, message: str
+) -> None:
+    monkeypatch.delenv("ADAPTIR_OFFLINE")
+    data = tiny_emt.read_bytes()
+    url = server.serve("/tiny.pth", served(data), len(data) if declared else None)
+    manifest = write_manifest(tmp_path, base_entry("tiny", url, sha256=hashlib.sha256(data).hexdigest(), size=len(data)))
+    with pytest.raises(WeightsError, match=message):
+        fetch("tiny", manifest)
+    assert leftovers() == []
+
+
+def test_failed_connection_is_reported_with_a_hint(tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ADAPTIR_OFFLINE")
+    manifest = write_manifest(tmp_path, base_entry("tiny", server.url + "/missing.pth"))
+    with pytest.raises(WeightsError, match="(?s)failed: Not Found.*Hint: .*adaptir models import tiny"):
+        fetch("tiny", manifest)
+    assert leftovers() == []
+
+
+def test_offline_mode_refuses_without_connecting(tmp_path: Path, tiny_emt: Path, server: Server) -> None:
+    url = server.serve("/tiny.pth", tiny_emt.read_bytes())
+    manifest = write_manifest(tmp_path, base_entry("tiny", url))
+    with pytest.raises(WeightsError, match="(?s)offline.*Hint: ADAPTIR_OFFLINE is set"):
+        fetch("tiny", manifest)
+    with pytest.raises(WeightsError, match="(?s)not installed.*ADAPTIR_OFFLINE"):
+        load_base("tiny", manifest)
+    assert server.requests == [] and leftovers() == []
+
+
+def test_missing_bases_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(WeightsError, match="(?s)download IPT_pretrain.pt by hand.*adaptir models import ipt"):
+        load_base("ipt")
+    with pytest.raises(WeightsError, match="(?s)download IPT_derain.pt by hand"):
+        fetch("ipt-derain")
+    monkeypatch.delenv("ADAPTIR_OFFLINE")
+    with pytest.raises(WeightsError, match="run `adaptir models fetch emt-x3`"):
+        load_base("emt-x3")
+    with pytest.raises(WeightsError, match="weights file not found"):
+        load_base("no/such/file.pth")
+
+
+# --- import ---
+
+def test_import_refuses_a_file_that_is_not_the_published_one(tmp_path: Path, tiny_emt: Path) -> None:
+    manifest = write_manifest(
+        tmp_path,
+        base_entry("tiny", "https://example.org/t.pth", sha256="1" * 64)
+        + base_entry("tiny-lmlt", "https://example.org/l.pth").replace('"emt"', '"lmlt"')
+        + base_entry("tiny-two-heads", "https://example.org/h.pth", extra='heads = ["a", "b"]'),
+    )
+    with pytest.raises(WeightsError, match=f"(?s)its sha256 is {sha256_file(tiny_emt)}.*expects {'1' * 64}.*--force"):
+        import_weights("tiny", tiny_emt, manifest=manifest)
+    with pytest.raises(WeightsError, match="holds emt weights, but tiny-lmlt is a lmlt base"):
+        import_weights("tiny-lmlt", tiny_emt, manifest=manifest)
+    with pytest.raises(WeightsError, match="names 2 head"):
+        import_weights("tiny-two-heads", tiny_emt, manifest=manifest)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+        import_weights("tiny", garbage, force=True, manifest=manifest)
+    assert leftovers() == []
+    assert import_weights("tiny", tiny_emt, force=True, manifest=manifest) == cached_model("tiny")
+
+
+# --- `adaptir models` ---
+
+def run(*args: str):
+    """Invoke `models ...` on a root app that mounts the `models` sub-app, as `adaptir` does."""
+    root = typer.Typer()
+    root.add_typer(models_app, name="models")
+    root.callback()(lambda: None)
+    return CliRunner().invoke(root, ["models", *args])
+
+
+def test_cli_list_json() -> None:
+    result = run("list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["emt-x2"]["status"] == "missing" and rows["emt-x2"]["size"] == 3135945
+    assert rows["ipt"]["download"] == "manual" and "derain" in rows["ipt"]["tasks"]
+
+
+def test_cli_import_real_emt_x2_then_info_and_path(shared: Path) -> None:
+    file = shared / "weights" / "EMT_LSR_x2.pth"
+    wrong = run("import", "emt-x3", str(file))
+    assert wrong.exit_code == 1 and "Error:" in wrong.stderr and "--force" in wrong.stderr
+
+    result = run("import", "emt-x2", str(file))
+    assert result.exit_code == 0, result.output
+
+    listed = {row["name"]: row["status"] for row in json.loads(run("list", "--json").stdout)}
+    assert listed["emt-x2"] == "cached" and listed["emt-x3"] == "missing"
+    assert run("path", "emt-x2").stdout.strip() == str(cached_model("emt-x2"))
+    info = json.loads(run("info", "emt-x2", "--json").stdout)
+    assert info["sha256"] == default_manifest().bases["emt-x2"].sha256 == sha256_file(file)
+    assert info["heads"] == {"sr2": {"scale": 2, "index": 0}} and info["architecture"] == "emt"
+
+
+def test_cli_errors() -> None:
+    unknown = run("fetch", "emt-x9")
+    assert unknown.exit_code == 2 and "did you mean" in unknown.stderr
+    manual = run("fetch", "ipt", "emt-x2")  # offline: both fail, the batch reports each
+    assert manual.exit_code == 1
+    assert "adaptir models import ipt" in manual.stderr and "ADAPTIR_OFFLINE" in manual.stderr
+    assert "2 of 2" in manual.stderr and manual.stdout == ""
+    missing = run("path", "emt-x4")
+    assert missing.exit_code == 1 and "Hint:" in missing.stderr
