@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
-from adaptir_cli.imaging.io import LoadedImage, is_image_file, read_image, resize_alpha, write_image
+import numpy as np
+import torch
+
+from adaptir_cli.imaging.io import LoadedImage, is_image_file, plan_output, read_image, resize_alpha
 from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_numpy, to_tensor
 
 
@@ -139,18 +142,34 @@ def run_jobs(
                 if selected != (job.task, job.adapter):
                     restorer.use(job.task, job.adapter, force=force)
                     selected = (job.task, job.adapter)
-                restored, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile)
-                rgb = to_numpy(restored)
-                alpha = image.alpha
-                if alpha is not None and restorer.scale != 1:
-                    alpha = resize_alpha(alpha, restorer.scale)
-                job.output.parent.mkdir(parents=True, exist_ok=True)
-                stats.notes.extend(write_image(job.output, rgb, alpha=alpha, like=image))
+                stats, size = _restore_to_file(restorer, image, job.output, settings, on_tile)
             except Exception as error:  # one bad image must not stop the batch
                 yield JobResult(job, "failed", _describe(error), RestoreStats(seconds=time.perf_counter() - start))
                 continue
             stats.seconds = time.perf_counter() - start
-            yield JobResult(job, "ok", "", stats, image.rgb.shape[:2], rgb.shape[:2])
+            yield JobResult(job, "ok", "", stats, image.rgb.shape[:2], size)
+
+
+def _restore_to_file(
+    restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile
+) -> tuple[RestoreStats, tuple[int, int]]:
+    """Restore and write one image, quantising rows as they finish: an x4 result is held only
+    as the integer samples that get written, never whole in float."""
+    alpha = image.alpha
+    if alpha is not None and restorer.scale != 1:
+        alpha = resize_alpha(alpha, restorer.scale)
+    plan = plan_output(output, image, has_alpha=alpha is not None)
+    height, width = (side * restorer.scale for side in image.rgb.shape[:2])
+    samples = np.empty((height, width, plan.channels), plan.dtype)
+
+    def store(first_row: int, rows: torch.Tensor) -> None:
+        last = first_row + rows.shape[-2]
+        samples[first_row:last] = plan.samples(to_numpy(rows), None if alpha is None else alpha[first_row:last])
+
+    _, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile, sink=store)
+    plan.write(samples)
+    stats.notes.extend(plan.notes)
+    return stats, (height, width)
 
 
 def _describe(error: Exception) -> str:

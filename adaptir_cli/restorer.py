@@ -12,16 +12,19 @@ import torch
 
 from adaptir_cli.adapters import AdapterFile, apply_adapter, read_adapter
 from adaptir_cli.bases import LoadedBase
-from adaptir_cli.imaging.tiling import run_tiled
+from adaptir_cli.imaging.tiling import RowSink, run_tiled
 from adaptir_cli.runtime import autocast, resolve_device, resolve_precision
 from adaptir_cli.tasks import Task, get_task, head_for
 
 TileCallback = Callable[[int, int], None]
 
-# Defaults chosen in docs/performance.md: large enough that tiling costs little, small enough that
-# a CPU or an 8 GB GPU never holds a whole 4000 x 3000 image's activations.
-DEFAULT_TILE = 256
-DEFAULT_OVERLAP = 32
+# Defaults measured in docs/performance.md: a 512 px tile with 16 px overlap recomputes about 7 %
+# of the pixels of a large image and keeps tiled results within 0.01 dB of whole-image ones,
+# while the activations of a tile batch stay far below the memory of a laptop or an 8 GB GPU.
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 16
+# Fixed-size bases (IPT: 48 px) use a stride of 40 instead of the official 12: about 9x fewer
+# patch forwards (docs/performance.md).
 DEFAULT_FIXED_OVERLAP = 8
 
 
@@ -105,9 +108,18 @@ class Restorer:
 
     @torch.inference_mode()
     def restore(
-        self, image: torch.Tensor, settings: TileSettings | None = None, on_tile: TileCallback | None = None
-    ) -> tuple[torch.Tensor, RestoreStats]:
-        """Restore (1, 3, H, W) in [0, 1]; returns the clamped result on the CPU and what it took."""
+        self,
+        image: torch.Tensor,
+        settings: TileSettings | None = None,
+        on_tile: TileCallback | None = None,
+        sink: RowSink | None = None,
+    ) -> tuple[torch.Tensor | None, RestoreStats]:
+        """Restore (1, 3, H, W) in [0, 1]; returns the clamped result on the CPU and what it took.
+
+        With `sink`, finished rows go to `sink(first_row, rows)` ((1, 3, n, sW), clamped, on the
+        CPU) as they are done and None is returned: the way to restore images whose upscaled
+        float result would not fit in memory.
+        """
         if self.task is None:
             raise RestoreError("call use(task) before restore()")
         settings = settings or TileSettings()
@@ -130,6 +142,7 @@ class Restorer:
                     fixed_size=self.base.descriptor.fixed_size,
                     min_size=self.base.descriptor.min_size,
                     on_tile=on_tile,
+                    sink=sink and (lambda row, rows: sink(row, rows.clamp(0, 1).cpu())),
                 )
                 break
             except torch.OutOfMemoryError:
@@ -140,7 +153,7 @@ class Restorer:
                     torch.cuda.empty_cache()
         stats.tile = tile
         stats.seconds = time.perf_counter() - start
-        return output.clamp_(0, 1).cpu(), stats
+        return (None if output is None else output.clamp_(0, 1).cpu()), stats
 
     def _forward(self, tiles: torch.Tensor, stats: RestoreStats) -> torch.Tensor:
         stats.tiles += tiles.shape[0]
@@ -174,5 +187,5 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def to_numpy(image: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) -> HWC float32."""
-    return image[0].permute(1, 2, 0).contiguous().numpy()
+    """(1, 3, H, W) -> HWC float32, a view: a 16000 x 12000 output is not copied again."""
+    return image[0].permute(1, 2, 0).numpy()

@@ -148,3 +148,17 @@ def test_pad_and_crop() -> None:
     assert torch.equal(padded[..., 5:, :], image[..., 4:5, :].expand(1, 3, 3, 7))
     assert torch.equal(crop_to_size(padded, 5, 7), image)
     assert pad_to_size(image, 3, 3) is image
+
+
+def test_rows_stream_to_a_sink_in_order() -> None:
+    """With a sink the output arrives as finished blocks of rows, one per row of tiles, and
+    together they equal the returned image: a large upscaled image never sits whole in float."""
+    image = torch.rand(1, 3, 70, 45)
+    blur = lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False).repeat_interleave(2, -1).repeat_interleave(2, -2)  # noqa: E731
+    whole = run_tiled(blur, image, scale=2, tile=24, overlap=6, batch=2)
+    blocks: list[tuple[int, torch.Tensor]] = []
+    assert run_tiled(blur, image, scale=2, tile=24, overlap=6, batch=2, sink=lambda r, rows: blocks.append((r, rows.clone()))) is None
+    starts = [r for r, _ in blocks]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert len(blocks) == len({t.top for t in plan_tiles(70, 45, 24, 6)})
+    assert torch.equal(torch.cat([rows for _, rows in blocks], dim=-2), whole)

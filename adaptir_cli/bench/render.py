@@ -14,7 +14,9 @@ import os
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from adaptir_cli.bench.protocol import CHANNELS, Channel
@@ -69,6 +71,7 @@ def bench_to_json(result: BenchResult) -> dict[str, object]:
                 "name": d.name,
                 "folder": str(d.folder),
                 "images": d.images,
+                "paired": d.paired,
                 "notes": d.notes,
                 "failures": [{"image": f.image, "method": f.method, "error": f.error} for f in d.failures],
                 "results": {r.method.label: _method_json(r) for r in d.results},
@@ -128,17 +131,19 @@ def write_csv(path: Path, result: BenchResult) -> None:
                                  r.ssim("rgb"), "" if seconds is None else seconds])
 
 
-def _header(console: Console, info: RunInfo, extra: list[tuple[str, str]]) -> None:
+def _header(console: Console, info: RunInfo, protocol_rows: list[tuple[str, str]], adapters: str | None) -> None:
     base = "none (baseline only)"
     if info.base is not None:
         base = f"{info.base['name']} ({info.base['architecture']}), sha256 {info.base['sha256']}"
-    rows = [("Task", info.task), *extra, ("Base", base)]
+    rows = [("Task", info.task), *protocol_rows, ("Base", base)]
+    if adapters is not None:
+        rows.append(("Adapters", adapters))
     if info.device is not None:
         tile = info.tile or {}
         tiling = "whole images" if not tile.get("tile") else f"tile {tile['tile']}, overlap {tile['overlap']}"
         rows.append(("Device", f"{info.device}, {info.precision}, {tiling}"))
     for key, value in rows:
-        console.print(f"[bold]{key:<10}[/] {value}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]{key:<10}[/] {escape(value)}", highlight=False, soft_wrap=True)
 
 
 def _psnr_ssim(result: MethodResult, channel: Channel) -> str:
@@ -151,52 +156,52 @@ def print_bench(console: Console, result: BenchResult) -> None:
     """The header stating the protocol, a comparison table (one column per method), the details."""
     protocol = result.protocol
     adapters = [f"{m.label}: {m.path} (sha256 {m.sha256})" for m in result.methods if m.kind == "adapter"]
-    _header(console, result.info, [
-        ("Protocol", protocol.describe()),
-        ("Inputs", protocol.degradation),
-        ("Adapters", "; ".join(adapters) or "none"),
-    ])
+    inputs = protocol.degradation
+    paired = [d.name for d in result.datasets if d.paired]
+    if paired:
+        others = f"; other sets: {inputs}" if len(paired) < len(result.datasets) else ""
+        inputs = f"{', '.join(paired)}: the set's own inputs{others}"
+    _header(console, result.info, [("Protocol", protocol.describe()), ("Inputs", inputs)], "; ".join(adapters) or "none")
     channel, other = protocol.channel, protocol.other_channel
     if len(result.methods) > 1:
-        compare = Table(title=f"PSNR / SSIM ({channel.upper()})", title_justify="left")
-        compare.add_column("Set")
+        compare = Table(title=f"PSNR / SSIM ({channel.upper()})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        compare.add_column("Set", no_wrap=True)
         compare.add_column("Images", justify="right")
         for method in result.methods:
-            compare.add_column(method.label, justify="right")
+            compare.add_column(escape(method.label), justify="right")
         for d in result.datasets:
-            compare.add_row(d.name, str(d.images), *(_psnr_ssim(r, channel) for r in d.results))
+            compare.add_row(escape(d.name), str(d.images), *(_psnr_ssim(r, channel) for r in d.results))
         console.print(compare)
-    details = Table(title="Details", title_justify="left")
+    details = Table(title="Details", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("Set", "Method"):
-        details.add_column(name)
-    for name in ("Images", f"PSNR {channel.upper()}", f"SSIM {channel.upper()}", f"PSNR {other.upper()}",
-                 f"SSIM {other.upper()}", "s / image", "MP / s"):
-        details.add_column(name, justify="right")
+        details.add_column(name, no_wrap=True)
+    for name in ("Images", f"{channel.upper()} PSNR / SSIM", f"{other.upper()} PSNR / SSIM", "s/image", "MP/s"):
+        details.add_column(name, justify="right", no_wrap=True)
     for d in result.datasets:
         for r in d.results:
             seconds, speed = r.seconds_per_image, r.megapixels_per_second
+            scored = str(d.images) if len(r.scores) == d.images else f"{len(r.scores)}/{d.images}"
             details.add_row(
-                d.name, r.method.label, f"{len(r.scores)}/{d.images}",
-                f"{r.psnr(channel):.2f}", f"{r.ssim(channel):.4f}", f"{r.psnr(other):.2f}", f"{r.ssim(other):.4f}",
+                escape(d.name), escape(r.method.label), scored, _psnr_ssim(r, channel), _psnr_ssim(r, other),
                 "-" if seconds is None else f"{seconds:.3f}", "-" if speed is None else f"{speed:.3f}",
             )
         details.add_section()
     console.print(details)
     for d in result.datasets:
         for note in d.notes:
-            console.print(f"[yellow]{d.name}: {note}[/]", highlight=False)
+            console.print(f"[yellow]{escape(d.name)}: {escape(note)}[/]", highlight=False)
 
 
 def print_speed(console: Console, report: SpeedReport) -> None:
-    _header(console, report.info, [])
-    table = Table(title="Restore speed (median after warm-up)", title_justify="left")
+    _header(console, report.info, [], None)
+    table = Table(title="Restore speed (median after warm-up)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("Method", "Input", "Output"):
         table.add_column(name)
-    for name in ("Runs", "Median s", "MP / s"):
+    for name in ("Runs", "Median s", "MP/s"):
         table.add_column(name, justify="right")
     for r in report.results:
         table.add_row(
-            r.label, f"{r.input_size[1]}x{r.input_size[0]}", f"{r.output_size[1]}x{r.output_size[0]}",
+            escape(r.label), f"{r.input_size[1]}x{r.input_size[0]}", f"{r.output_size[1]}x{r.output_size[0]}",
             f"{len(r.seconds)} (+{r.warmup})", f"{r.median:.4f}", f"{r.megapixels_per_second:.3f}",
         )
     console.print(table)

@@ -99,6 +99,7 @@ class DatasetResult:
     folder: Path
     images: int
     results: list[MethodResult]
+    paired: bool = False  # inputs are the set's own files, not made by the task's degradation
     failures: list[Failure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -236,7 +237,7 @@ def run_benchmark(
     for dataset in datasets:
         notes = check_dataset(dataset, protocol)
         outcome = DatasetResult(dataset.name, dataset.folder, len(dataset.images), [MethodResult(m) for m in methods],
-                                notes=notes)
+                                paired=dataset.paired, notes=notes)
         for index, image in enumerate(dataset.images):
             failures = _bench_image(image, index, outcome, protocol, degradation, restorer, settings, save_images)
             outcome.failures.extend(failures)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +30,8 @@ from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayou
 from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
+
+_PIPE_WIDTH = 140
 
 EXAMPLES = """
 Examples:
@@ -165,8 +168,11 @@ def _run(
 
 
 def _results_console(json_file: Path | None) -> Console:
-    # Tables go to stdout, unless stdout carries the JSON.
-    return stderr if json_file is not None and str(json_file) == "-" else Console()
+    """Tables go to stdout, unless stdout carries the JSON."""
+    if json_file is not None and str(json_file) == "-":
+        return stderr
+    # A file or pipe has no width; rich's 80-column default would cut method columns short.
+    return Console() if sys.stdout.isatty() else Console(width=_PIPE_WIDTH)
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -159,11 +159,6 @@ def write_image(
     Returns notes on what the format could not hold (e.g. transparency in a JPEG) so the
     caller can tell the user; raises `ImageWriteError`, leaving no file behind, on failure.
     """
-    path = Path(path)
-    spec = _FORMATS.get(path.suffix.lower())
-    if spec is None:
-        known = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise ImageWriteError(f"cannot write {path}: unknown image extension {path.suffix!r}; use one of {known}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"write_image takes RGB pixels of shape (H, W, 3), got {image.shape}")
     if not np.isfinite(image).all():
@@ -175,7 +170,69 @@ def write_image(
             f"alpha is {alpha.shape[1]}x{alpha.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}; "
             "pass alpha=resize_alpha(like.alpha, scale) for a resized image"
         )
+    plan = plan_output(path, like, has_alpha=alpha is not None, keep_metadata=keep_metadata, quality=quality)
+    plan.write(plan.samples(image, alpha))
+    return plan.notes
 
+
+@dataclass
+class OutputPlan:
+    """How an image will be stored: decided once, so that a large output can be quantised block by
+    block of rows (`samples`) into one integer array and written (`write`) without ever holding
+    the whole image in float."""
+
+    path: Path
+    spec: _Format
+    depth: int
+    grayscale: bool
+    alpha: bool
+    icc: bytes | None
+    exif: bytes | None
+    use_opencv: bool
+    quality: int
+    notes: list[str]
+
+    @property
+    def dtype(self) -> type[np.integer]:
+        return np.uint16 if self.depth == 16 else np.uint8
+
+    @property
+    def channels(self) -> int:
+        return (1 if self.grayscale else 3) + (1 if self.alpha else 0)
+
+    def samples(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+        """Stored integer samples (h, w, channels) of float RGB rows (and their alpha)."""
+        planes = [(rgb @ _LUMA)[..., None] if self.grayscale else rgb]
+        if self.alpha and alpha is not None:
+            planes.append(alpha[..., None])
+        return _quantize(np.concatenate(planes, axis=2) if len(planes) > 1 else planes[0], self.depth)
+
+    def write(self, samples: np.ndarray) -> None:
+        try:
+            if self.use_opencv:
+                encode = _opencv_encoder(samples, self.spec, self.icc, self.exif)
+            else:
+                encode = _pillow_encoder(samples, self.spec, self.icc, self.exif, self.quality)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.path, encode)
+        except (OSError, ValueError, cv2.error) as exc:
+            raise ImageWriteError(f"cannot write {self.path}: {exc}") from exc
+
+
+def plan_output(
+    path: str | os.PathLike[str],
+    like: LoadedImage | None = None,
+    *,
+    has_alpha: bool = False,
+    keep_metadata: bool = True,
+    quality: int = 95,
+) -> OutputPlan:
+    """Decide bit depth, channels and metadata of an output file from its extension and `like`."""
+    path = Path(path)
+    spec = _FORMATS.get(path.suffix.lower())
+    if spec is None:
+        known = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise ImageWriteError(f"cannot write {path}: unknown image extension {path.suffix!r}; use one of {known}")
     notes: list[str] = []
     depth = like.bit_depth if like is not None else 8
     if depth > spec.max_bit_depth:
@@ -185,10 +242,10 @@ def write_image(
     if grayscale and not spec.grayscale:
         notes.append(f"written as RGB: {spec.name} has no grayscale mode")
         grayscale = False
-    if alpha is not None and not spec.alpha:
+    if has_alpha and not spec.alpha:
         notes.append(f"transparency dropped: {spec.name} has no alpha channel; write PNG, TIFF or WebP to keep it")
-        alpha = None
-    if grayscale and alpha is not None and depth == 16:
+        has_alpha = False
+    if grayscale and has_alpha and depth == 16:
         notes.append("written as RGBA: OpenCV, which writes 16-bit files with alpha, has no grey+alpha mode")
         grayscale = False
     icc = like.icc_profile if like is not None and keep_metadata else None
@@ -197,30 +254,18 @@ def write_image(
         notes.append("ICC profile left out: it does not describe the written colour channels")
         icc = None
     # Pillow would truncate 16-bit images with several channels to 8 bits: OpenCV writes those.
-    use_opencv = depth == 16 and (alpha is not None or not grayscale)
+    use_opencv = depth == 16 and (has_alpha or not grayscale)
     if use_opencv and spec is _TIFF and (icc or exif):
         notes.append("ICC profile/EXIF left out: 16-bit colour TIFFs are written by OpenCV, which cannot embed them")
         icc = exif = None
     for present, supported, what in ((icc, spec.icc, "ICC profile"), (exif, spec.exif, "EXIF")):
         if present and not supported:
             notes.append(f"{what} left out: {spec.name} cannot hold it")
-    icc = icc if spec.icc else None
-    exif = exif if spec.exif else None
-
-    planes = [(image @ _LUMA)[..., None] if grayscale else image]
-    if alpha is not None:
-        planes.append(alpha[..., None])
-    samples = _quantize(np.concatenate(planes, axis=2), depth)
-    try:
-        if use_opencv:
-            encode = _opencv_encoder(samples, spec, icc, exif)
-        else:
-            encode = _pillow_encoder(samples, spec, icc, exif, quality)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, encode)
-    except (OSError, ValueError, cv2.error) as exc:
-        raise ImageWriteError(f"cannot write {path}: {exc}") from exc
-    return notes
+    return OutputPlan(
+        path=path, spec=spec, depth=depth, grayscale=grayscale, alpha=has_alpha,
+        icc=icc if spec.icc else None, exif=exif if spec.exif else None,
+        use_opencv=use_opencv, quality=quality, notes=notes,
+    )
 
 
 def _decode(data: bytes) -> LoadedImage:

@@ -135,6 +135,9 @@ def _feathered(length: int, ramp: int, start: bool, end: bool, device: torch.dev
     return weights
 
 
+RowSink = Callable[[int, torch.Tensor], None]
+
+
 def run_tiled(
     fn: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
@@ -147,7 +150,8 @@ def run_tiled(
     fixed_size: int | None = None,
     min_size: int = 1,
     on_tile: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
+    sink: RowSink | None = None,
+) -> torch.Tensor | None:
     """Run `fn` over `image` (1, C, H, W) tile by tile; returns float32 (1, C', H * scale, W * scale).
 
     `fn` maps (n, C, h, w) to (n, C', h * scale, w * scale); it gets up to `batch` tiles at a
@@ -156,6 +160,11 @@ def run_tiled(
     padded up to it (and a smaller tile raised to it). A model that only takes `fixed_size`
     inputs (IPT: 48) gets exactly that: `tile` is ignored, the stride is `fixed_size - overlap`
     and smaller images are padded. `on_tile(done, total)` reports progress after each batch.
+
+    Outputs are blended in a band of rows that moves down the image: rows no later tile can
+    reach are final. With `sink`, each finished block of rows goes to `sink(first_row, rows)`
+    ((1, C', n, W * scale), float32, on the image's device) and nothing is returned, so memory
+    is bounded by the tile batch and one band, not by the (possibly x4-upscaled) image.
     """
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"run_tiled takes one image shaped (1, C, H, W), got {tuple(image.shape)}")
@@ -173,8 +182,22 @@ def run_tiled(
     else:
         tiles = plan_tiles(padded_height, padded_width, tile, overlap, multiple)
 
-    result: torch.Tensor | None = None
-    weight: torch.Tensor | None = None
+    out_height, out_width = height * scale, width * scale
+    result: list[torch.Tensor] = []
+    if sink is None:
+        def sink(first_row: int, rows: torch.Tensor) -> None:
+            if not result:
+                result.append(rows.new_empty(1, rows.shape[1], out_height, out_width))
+            result[0][..., first_row : first_row + rows.shape[-2], :] = rows
+
+    def finish(band: _Band, up_to: int) -> None:
+        """Hand rows [band.top, up_to) of the output, cropped to the image, to the sink."""
+        rows = band.take(up_to)
+        keep = min(up_to, out_height) - (up_to - rows.shape[-2])
+        if keep > 0:
+            sink(up_to - rows.shape[-2], rows[..., :keep, :out_width])
+
+    band: _Band | None = None
     windows: dict[tuple[bool, bool, bool, bool], torch.Tensor] = {}
     for first in range(0, len(tiles), batch):
         chunk = tiles[first : first + batch]
@@ -182,10 +205,9 @@ def run_tiled(
         with torch.no_grad():
             outputs = fn(inputs)
         _check_output(outputs, chunk[0], len(chunk), scale)
-        if result is None:
-            size = (padded_height * scale, padded_width * scale)
-            result = torch.zeros(1, outputs.shape[1], *size, dtype=torch.float32, device=image.device)
-            weight = torch.zeros(1, 1, *size, dtype=torch.float32, device=image.device)
+        if band is None:
+            band = _Band(outputs.shape[1], padded_width * scale, image.device)
+        band.reserve(max(box.bottom for box in chunk) * scale)
         for box, output in zip(chunk, outputs):
             sides = (box.top > 0, box.bottom < padded_height, box.left > 0, box.right < padded_width)
             if sides not in windows:
@@ -194,15 +216,45 @@ def run_tiled(
                     box.height * scale, box.width * scale, overlap * scale,
                     top=top, bottom=bottom, left=left, right=right, device=image.device,
                 )
-            window = windows[sides]
-            rows, cols = box.region(scale)
-            seen = weight[0, 0, rows, cols]
-            seen += window
-            blended = result[0, :, rows, cols]
-            blended += (window / seen) * (output.to(torch.float32) - blended)
+            band.blend(box, scale, output, windows[sides])
+        # Tiles come in row-major order: rows above the next tile's top are final.
+        finish(band, tiles[first + batch].top * scale if first + batch < len(tiles) else padded_height * scale)
         if on_tile is not None:
             on_tile(min(first + batch, len(tiles)), len(tiles))
-    return crop_to_size(result, height * scale, width * scale)
+    return result[0] if result else None
+
+
+class _Band:
+    """Weighted running means of the output rows that tiles may still contribute to."""
+
+    def __init__(self, channels: int, width: int, device: torch.device) -> None:
+        self.top = 0
+        self.values = torch.zeros(1, channels, 0, width, device=device)
+        self.weights = torch.zeros(1, 1, 0, width, device=device)
+
+    def reserve(self, bottom: int) -> None:
+        missing = bottom - self.top - self.values.shape[-2]
+        if missing > 0:
+            self.values = torch.cat([self.values, self.values.new_zeros(*self.values.shape[:2], missing, self.values.shape[-1])], -2)
+            self.weights = torch.cat([self.weights, self.weights.new_zeros(1, 1, missing, self.weights.shape[-1])], -2)
+
+    def blend(self, box: Tile, scale: int, output: torch.Tensor, window: torch.Tensor) -> None:
+        rows, cols = box.region(scale)
+        rows = slice(rows.start - self.top, rows.stop - self.top)
+        seen = self.weights[0, 0, rows, cols]
+        seen += window
+        # A running weighted mean rather than sum(w * y) / sum(w): where overlapping tiles agree,
+        # this adds exactly zero, so tiling a tiling-invariant model is bit-exact.
+        blended = self.values[0, :, rows, cols]
+        blended += (window / seen) * (output.to(torch.float32) - blended)
+
+    def take(self, up_to: int) -> torch.Tensor:
+        count = up_to - self.top
+        done = self.values[..., :count, :]
+        self.values = self.values[..., count:, :]
+        self.weights = self.weights[..., count:, :]
+        self.top = up_to
+        return done
 
 
 def _check_output(outputs: torch.Tensor, box: Tile, count: int, scale: int) -> None:

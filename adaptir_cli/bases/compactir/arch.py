@@ -1,0 +1,302 @@
+"""CompactIR: adaptir's own small multi-task restoration transformer (the shipped default base).
+
+Built like IPT - one head and one tail per task around a shared transformer body - but sized for a
+2-core CPU and for images of any size:
+- the body is a stack of Swin-style blocks (window self-attention, alternately shifted, with a
+  learned relative-position bias) on an (N, dim, H, W) feature map, so no fixed patch size;
+- x1 heads pixel-unshuffle by 2 and their tails pixel-shuffle by 2, so denoising or deraining a
+  512 x 512 image runs the body on 256 x 256 (4x cheaper); SR heads run the body at LR resolution;
+- the output is a correction added to the input (x1) or to its bicubic up-sampling (SR), and the
+  last conv of every tail starts at zero: a freshly built model is the identity / bicubic.
+
+Each block's feed-forward is the submodule `body.{i}.mlp` and receives exactly norm2(x), so that
+AdaptIR adapters wrap it from outside as the paper places them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adaptir_cli.bases.lmlt.arch import ChannelLayerNorm
+
+# x1 heads run the body at 1/X1_BODY_STRIDE of the image resolution (pixel-unshuffle in the head).
+X1_BODY_STRIDE = 2
+# The five heads the shipped default is pre-trained for (issue 4): blind denoising, light rain, SR.
+DEFAULT_TASKS: tuple[tuple[str, int], ...] = (("denoise", 1), ("derain", 1), ("sr2", 2), ("sr3", 3), ("sr4", 4))
+_SR_NAME = re.compile(r"sr(\d+)")
+
+
+@dataclass(frozen=True)
+class CompactIRConfig:
+    """Hyper-parameters. `tasks` are (head name, output scale) pairs, kept sorted by name because a
+    head's index in `forward(x, head)` is its position in the sorted names."""
+
+    dim: int = 48
+    blocks: int = 8
+    heads: int = 3
+    window: int = 8
+    mlp_ratio: int = 2
+    tasks: tuple[tuple[str, int], ...] = DEFAULT_TASKS
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "blocks", "heads", "window", "mlp_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CompactIRConfig.{name} must be a positive integer, got {value!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"CompactIR dim {self.dim} must be divisible by heads {self.heads}")
+        if self.window % 2:
+            # Shifted blocks move the windows by half a window.
+            raise ValueError(f"CompactIR window {self.window} must be even")
+        tasks = tuple(sorted((str(name), int(scale)) for name, scale in self.tasks))
+        names = [name for name, _ in tasks]
+        if not tasks:
+            raise ValueError("CompactIR needs at least one task (tasks is empty)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"CompactIR task names must be unique, got {names}")
+        for name, scale in tasks:
+            if not name or "." in name:
+                raise ValueError(f"CompactIR task name {name!r} must be non-empty and contain no '.'")
+            if scale < 1:
+                raise ValueError(f"CompactIR task {name!r} has scale {scale}; scales are integers >= 1")
+            if (match := _SR_NAME.fullmatch(name)) and int(match.group(1)) != scale:
+                raise ValueError(f"CompactIR task {name!r} must have scale {match.group(1)}, not {scale}")
+        object.__setattr__(self, "tasks", tasks)
+
+    @property
+    def head_names(self) -> list[str]:
+        return [name for name, _ in self.tasks]
+
+    @property
+    def size_multiple(self) -> int:
+        """Input side multiple that needs no internal padding for any head."""
+        return self.window * X1_BODY_STRIDE
+
+
+def body_stride(scale: int) -> int:
+    """How much smaller than the input the body's feature map is for a head of this scale."""
+    return X1_BODY_STRIDE if scale == 1 else 1
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the bottom/right of (N, C, H, W) to multiples of `multiple`.
+
+    Reflect padding keeps image statistics at the border; torch only reflects a pad smaller than
+    the side, so tiny images (a side below the pad) are padded by replication instead.
+    """
+    for dim in (-1, -2):
+        size = x.shape[dim]
+        pad = -size % multiple
+        if pad:
+            mode = "reflect" if pad < size else "replicate"
+            x = F.pad(x, (0, pad) if dim == -1 else (0, 0, 0, pad), mode=mode)
+    return x
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """(L, L) index into a (2w-1)^2 table of the row/column offset between two window pixels."""
+    rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+    coords = torch.stack((rows.flatten(), cols.flatten()))
+    offsets = coords[:, :, None] - coords[:, None, :] + (window - 1)
+    return offsets[0] * (2 * window - 1) + offsets[1]
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(N, C, H, W) with H, W multiples of `window` -> (N, windows, window^2, C), row-major both ways."""
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h // window, window, w // window, window)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // window) * (w // window), window * window, c)
+
+
+def window_merge(tokens: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of `window_partition`."""
+    n, _, _, c = tokens.shape
+    x = tokens.reshape(n, height // window, width // window, window, window, c)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(n, c, height, width)
+
+
+def shifted_window_mask(height: int, width: int, window: int, device: torch.device) -> torch.Tensor:
+    """Additive mask (windows, 1, L, L) for attention on a map rolled by -window/2 (Swin).
+
+    After the roll, the last window row/column holds pixels from opposite image borders; they must
+    not attend to each other, so pixels of different source regions get -inf.
+    """
+    shift = window // 2
+    labels = torch.zeros(height, width, device=device)
+    region = 0
+    for rows in (slice(0, height - window), slice(height - window, height - shift), slice(height - shift, height)):
+        for cols in (slice(0, width - window), slice(width - window, width - shift), slice(width - shift, width)):
+            labels[rows, cols] = region
+            region += 1
+    labels = window_partition(labels[None, None], window)[0, :, :, 0]
+    different = labels[:, :, None] != labels[:, None, :]
+    mask = torch.zeros(different.shape, device=device).masked_fill(different, float("-inf"))
+    return mask[:, None]
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside window x window windows, with a relative-position bias.
+
+    The bias table (heads, (2w-1)^2) also records `heads` and `window` in the weights' shapes,
+    which is how a checkpoint's hyper-parameters are recovered.
+    """
+
+    def __init__(self, dim: int, heads: int, window: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.window = window
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_bias = nn.Parameter(torch.empty(heads, (2 * window - 1) ** 2))
+        nn.init.trunc_normal_(self.relative_bias, std=0.02)
+        self.register_buffer("bias_index", relative_position_index(window), persistent=False)
+
+    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, C, H, W), H and W multiples of the window. With `shift_mask` (from
+        `shifted_window_mask`) the windows are shifted by half a window."""
+        n, c, h, w = x.shape
+        shift = self.window // 2 if shift_mask is not None else 0
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(2, 3))
+        tokens = window_partition(x, self.window)
+        windows, length = tokens.shape[1:3]
+        qkv = self.qkv(tokens).reshape(n, windows, length, 3, self.heads, c // self.heads)
+        # (3, N, windows, heads, L, head_dim); windows and heads fold into one attention batch axis
+        # so that one mask of (windows x heads, L, L) broadcasts over the images of the batch.
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, n, windows * self.heads, length, -1)
+        bias = self.relative_bias[:, self.bias_index]
+        mask = bias if shift_mask is None else shift_mask + bias
+        mask = mask.expand(windows, self.heads, length, length).reshape(windows * self.heads, length, length)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+        out = out.reshape(n, windows, self.heads, length, -1).transpose(2, 3).reshape(n, windows, length, c)
+        x = window_merge(self.proj(out), self.window, h, w)
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(2, 3))
+        return x
+
+
+class MLP(nn.Module):
+    """The transformer feed-forward: 1x1 expand, GELU, depthwise 3x3, 1x1 back.
+
+    The depthwise conv gives every block local context across window borders. AdaptIR adapters
+    run beside this module, fed with the same input.
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dwconv(F.gelu(self.fc1(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: CompactIRConfig, shifted: bool) -> None:
+        super().__init__()
+        self.shifted = shifted
+        self.norm1 = ChannelLayerNorm(config.dim)
+        self.attn = WindowAttention(config.dim, config.heads, config.window)
+        self.norm2 = ChannelLayerNorm(config.dim)
+        self.mlp = MLP(config.dim, config.dim * config.mlp_ratio)
+
+    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), shift_mask if self.shifted else None)
+        # norm2 stays outside `mlp`, so an adapter wrapping `mlp` receives norm2(x) as well.
+        return x + self.mlp(self.norm2(x))
+
+
+class TaskHead(nn.Module):
+    """Lifts RGB to the body's width; x1 heads first fold 2x2 pixels into channels."""
+
+    def __init__(self, scale: int, dim: int) -> None:
+        super().__init__()
+        self.stride = body_stride(scale)
+        self.conv = nn.Conv2d(3 * self.stride**2, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = F.pixel_unshuffle(x, self.stride)
+        return self.conv(x)
+
+
+class TaskTail(nn.Module):
+    """Sub-pixel conv back to RGB at `scale` x the input (x `stride` x scale the body's map).
+
+    The conv starts at zero so that an untrained tail adds nothing to the global residual.
+    """
+
+    def __init__(self, scale: int, dim: int) -> None:
+        super().__init__()
+        self.factor = scale * body_stride(scale)
+        self.conv = nn.Conv2d(dim, 3 * self.factor**2, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(f), self.factor)
+
+
+class CompactIR(nn.Module):
+    """Multi-task restoration network; input RGB in [0, 1], output unclamped at the head's scale."""
+
+    def __init__(self, config: CompactIRConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.head_names = config.head_names
+        self.scales = dict(config.tasks)
+        self.heads = nn.ModuleDict({name: TaskHead(scale, config.dim) for name, scale in config.tasks})
+        self.body = nn.ModuleList(Block(config, shifted=i % 2 == 1) for i in range(config.blocks))
+        # Long skip over the body, as in SwinIR: the blocks learn a residual on the head's features.
+        self.body_end = nn.Conv2d(config.dim, config.dim, 3, padding=1)
+        self.tails = nn.ModuleDict({name: TaskTail(scale, config.dim) for name, scale in config.tasks})
+
+    def forward(self, x: torch.Tensor, head: int = 0) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"CompactIR expects an (N, 3, H, W) RGB batch; got shape {tuple(x.shape)}")
+        if not 0 <= head < len(self.head_names):
+            raise ValueError(
+                f"CompactIR head index {head} is out of range; this model has "
+                f"{len(self.head_names)} heads: {', '.join(self.head_names)}"
+            )
+        name = self.head_names[head]
+        scale = self.scales[name]
+        height, width = x.shape[-2:]
+        f = self.heads[name](pad_to_multiple(x, self.config.window * body_stride(scale)))
+        # One mask serves every shifted block (it depends only on the map size).
+        shift_mask = shifted_window_mask(*f.shape[-2:], self.config.window, f.device)
+        features = f
+        for block in self.body:
+            features = block(features, shift_mask)
+        f = f + self.body_end(features)
+        out = self.tails[name](f)[:, :, : scale * height, : scale * width]
+        return out + upsample(x, scale)
+
+
+def upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """The global residual: the input itself (x1) or its bicubic up-sampling (SR)."""
+    if scale == 1:
+        return x
+    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+def infer_scale(head_in_channels: int, tail_out_channels: int) -> int:
+    """Output scale of a head/tail pair: tail factor / head stride (x1 and sr2 tails are both 12-wide)."""
+    stride = math.isqrt(head_in_channels // 3)
+    factor = math.isqrt(tail_out_channels // 3)
+    if 3 * stride**2 != head_in_channels or 3 * factor**2 != tail_out_channels or factor % stride:
+        raise ValueError(
+            f"head input width {head_in_channels} and tail output width {tail_out_channels} "
+            "are not 3 x stride^2 and 3 x (scale x stride)^2"
+        )
+    scale = factor // stride
+    if body_stride(scale) != stride:
+        raise ValueError(f"a x{scale} head must have body stride {body_stride(scale)}, not {stride}")
+    return scale
