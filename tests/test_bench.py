@@ -46,31 +46,6 @@ def _no_user_data(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ADAPTIR_DATA", raising=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_emt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random EMT x2 saved the way the authors save theirs."""
-    torch.manual_seed(1)
-    model = EMT(EMTConfig(scale=2, dim=12, groups=1, layers=2, attention_layers=1))
-    path = tmp_path_factory.mktemp("bases") / "tiny_emt_x2.pth"
-    torch.save({"params": model.state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_emt_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An AdaptIR adapter that visibly changes the output (std 0.05 moves EMT's 0..255 output by < 1e-4)."""
-    base = load_base_file(tiny_emt_file)
-    config = AdaptIRConfig()
-    inject(base.module, base.descriptor, "adaptir", config)
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for name, param in base.module.named_parameters():
-            if ".adapter." in name:
-                param.normal_(0, 0.5)
-    path = tmp_path_factory.mktemp("adapters") / "tuned.safetensors"
-    return save_adapter(path, base.module, method="adaptir", config=config, base=base, task="sr2")
-
-
 # --- protocol -------------------------------------------------------------------------------
 
 

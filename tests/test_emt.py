@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from adaptir_cli.bases import WeightsError, build_base, load_base_file
-from adaptir_cli.bases.emt import architecture
+from adaptir_cli.bases.emt import arch, architecture
 from adaptir_cli.bases.emt.arch import (
     EMT,
     EMTConfig,
@@ -60,6 +60,8 @@ def test_published_weights_load_strictly(shared: Path, scale: int) -> None:
     descriptor = base.descriptor
     assert descriptor.architecture == "emt"
     assert descriptor.head(f"sr{scale}").scale == scale
+    assert (descriptor.pixel_range, descriptor.min_size, descriptor.size_multiple) == (255.0, 17, 32)
+    assert not descriptor.supports_bf16 and descriptor.mlp_layout == "nchw"
     assert descriptor.config == {
         "dim": 60, "groups": 6, "layers": 6, "attention_layers": 2, "mlp_ratio": 2, "scale": scale,
     }
@@ -72,7 +74,7 @@ def _set5_psnr(shared: Path, scale: int) -> float:
     golden = shared / "data" / "golden" / "Set5_bicubic"
     values = []
     for lr_path in sorted((golden / f"LR_x{scale}").glob("*.png")):
-        lr = np.asarray(Image.open(lr_path).convert("RGB"))
+        lr = np.array(Image.open(lr_path).convert("RGB"))
         hr = np.asarray(Image.open(golden / f"HR_x{scale}" / lr_path.name).convert("RGB"))
         with torch.inference_mode():
             out = base.module(torch.from_numpy(lr).permute(2, 0, 1)[None].float())
@@ -134,6 +136,15 @@ def test_arbitrary_sizes_and_batches() -> None:
         assert together.shape == (2, 3, 51, 99)
         # Batched matmuls round differently; mixing images up would differ by far more.
         assert torch.allclose(together[1:], model(batch[1:]), atol=1e-2)
+
+
+def test_attention_in_slices_equals_attention_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = EMT(TINY).eval()
+    x = smooth_image(40, 36)
+    with torch.inference_mode():
+        at_once = model(x)
+        monkeypatch.setattr(arch, "_SCORE_ELEMENTS", 1)  # one window per slice
+        assert torch.allclose(model(x), at_once, atol=1e-2)
 
 
 @pytest.mark.parametrize("size", [(16, 40), (40, 16)])

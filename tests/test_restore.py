@@ -11,40 +11,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from adaptir_cli.adapters import AdaptIRConfig, inject, save_adapter
 from adaptir_cli.batch import JobPlanError, plan_jobs
 from adaptir_cli.bases import load_base_file
-from adaptir_cli.bases.emt import EMT, EMTConfig
 from adaptir_cli.cli.app import app
 from adaptir_cli.metrics import psnr
 from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_emt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random EMT x2 saved the way the authors save theirs."""
-    torch.manual_seed(1)
-    model = EMT(EMTConfig(scale=2, dim=12, groups=1, layers=2, attention_layers=1))
-    path = tmp_path_factory.mktemp("bases") / "tiny_emt_x2.pth"
-    torch.save({"params": model.state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_emt_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An AdaptIR adapter whose output is not zero (as after training)."""
-    base = load_base_file(tiny_emt_file)
-    config = AdaptIRConfig()
-    inject(base.module, base.descriptor, "adaptir", config)
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for name, param in base.module.named_parameters():
-            if ".adapter." in name:
-                param.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("adapters") / "tiny.safetensors"
-    return save_adapter(path, base.module, method="adaptir", config=config, base=base, task="sr2")
 
 
 def _write_png(path: Path, array: np.ndarray) -> Path:

@@ -19,7 +19,6 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from adaptir_cli.bases import architectures, load_base_file
-from adaptir_cli.bases.emt import EMT, EMTConfig
 from adaptir_cli.bases.loading import WeightsError, sha256_file
 from adaptir_cli.cli.models import app as models_app
 from adaptir_cli.tasks import TASKS, head_for
@@ -37,15 +36,6 @@ IPT_NAMES = {"ipt", "ipt-sr2", "ipt-sr3", "ipt-sr4", "ipt-denoise30", "ipt-denoi
 
 
 # --- a tiny real EMT checkpoint, in the published {"params": ...} layout ---
-
-@pytest.fixture(scope="module")
-def tiny_emt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = EMT(EMTConfig(scale=2, dim=12, groups=1, layers=2, attention_layers=1))
-    path = tmp_path_factory.mktemp("tiny") / "tiny_emt_x2.pth"
-    torch.save({"params": model.state_dict()}, path)
-    return path
-
 
 def write_manifest(tmp_path: Path, body: str, bundled_dir: Path | None = None) -> Manifest:
     path = tmp_path / "manifest.toml"
@@ -170,17 +160,17 @@ def test_unknown_names_suggest_the_closest_ones() -> None:
         load_base("emtx2")
 
 
-def test_bundled_base_and_shipped_adapter_entries(tmp_path: Path, tiny_emt: Path) -> None:
+def test_bundled_base_and_shipped_adapter_entries(tmp_path: Path, tiny_emt_file: Path) -> None:
     bundled = tmp_path / "bundled"
     bundled.mkdir()
-    shutil.copy(tiny_emt, bundled / "tiny.pth")
+    shutil.copy(tiny_emt_file, bundled / "tiny.pth")
     adapter = ('[adapters.tiny-sr2]\nbase = "tiny"\ntask = "sr2"\nsource = "bundled"\npath = "tiny-sr2.safetensors"\n'
                f'sha256 = "{"0" * 64}"\nlicense = "MIT"\ndescription = "an adapter"\n')
     manifest = write_manifest(tmp_path, base_entry("tiny", "bundled", extra='path = "tiny.pth"\nheads = ["upscale"]') + adapter, bundled)
     entry = manifest.bases["tiny"]
     assert entry.kind == "bundled" and entry.path == bundled / "tiny.pth"
     base = load_base("tiny", manifest)
-    assert base.sha256 == sha256_file(tiny_emt) and list(base.descriptor.heads) == ["upscale"]
+    assert base.sha256 == sha256_file(tiny_emt_file) and list(base.descriptor.heads) == ["upscale"]
     assert fetch("tiny", manifest) == bundled / "tiny.pth"  # nothing to download
     shipped = manifest.adapters["tiny-sr2"]
     assert (shipped.base, shipped.task, shipped.method, shipped.path) == ("tiny", "sr2", "adaptir", bundled / "tiny-sr2.safetensors")
@@ -189,10 +179,10 @@ def test_bundled_base_and_shipped_adapter_entries(tmp_path: Path, tiny_emt: Path
 # --- fetch ---
 
 def test_fetch_downloads_verifies_converts_and_loads(
-    tmp_path: Path, tiny_emt: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_emt_file: Path, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ADAPTIR_OFFLINE")
-    data = tiny_emt.read_bytes()
+    data = tiny_emt_file.read_bytes()
     url = server.serve("/tiny.pth", data)
     sha = hashlib.sha256(data).hexdigest()
     manifest = write_manifest(tmp_path, base_entry("tiny", url, sha256=sha, size=len(data), extra='heads = ["upscale"]'))
@@ -205,16 +195,16 @@ def test_fetch_downloads_verifies_converts_and_loads(
         assert handle.metadata() == {"format": "pt", "adaptir.name": "tiny", "adaptir.source_sha256": sha,
                                      "adaptir.architecture": "emt"}
     base = load_base("tiny", manifest)
-    assert base.sha256 == sha == load_base_file(tiny_emt).sha256  # one identity, .pth or cache
+    assert base.sha256 == sha == load_base_file(tiny_emt_file).sha256  # one identity, .pth or cache
     assert base.descriptor.heads["upscale"].scale == 2
-    original = torch.load(tiny_emt, weights_only=True)["params"]
+    original = torch.load(tiny_emt_file, weights_only=True)["params"]
     loaded = base.module.state_dict()
     assert all(torch.equal(original[key], loaded[key]) for key in original)
 
 
-def test_fetch_works_from_a_file_url(tmp_path: Path, tiny_emt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_works_from_a_file_url(tmp_path: Path, tiny_emt_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ADAPTIR_OFFLINE")
-    manifest = write_manifest(tmp_path, base_entry("tiny", tiny_emt.as_uri(), sha256=sha256_file(tiny_emt)))
+    manifest = write_manifest(tmp_path, base_entry("tiny", tiny_emt_file.as_uri(), sha256=sha256_file(tiny_emt_file)))
     assert fetch("tiny", manifest).is_file() and leftovers() == ["tiny.safetensors"]
 
 
@@ -228,10 +218,10 @@ def test_fetch_works_from_a_file_url(tmp_path: Path, tiny_emt: Path, monkeypatch
     ids=["corrupted", "short-file", "cut-connection"],
 )
 def test_bad_downloads_leave_no_cache_entry_and_no_temp_file(
-    tmp_path: Path, tiny_emt: Path, server: Server, monkeypatch: pytest.MonkeyPatch, served, declared, message: str
+    tmp_path: Path, tiny_emt_file: Path, server: Server, monkeypatch: pytest.MonkeyPatch, served, declared, message: str
 ) -> None:
     monkeypatch.delenv("ADAPTIR_OFFLINE")
-    data = tiny_emt.read_bytes()
+    data = tiny_emt_file.read_bytes()
     url = server.serve("/tiny.pth", served(data), len(data) if declared else None)
     manifest = write_manifest(tmp_path, base_entry("tiny", url, sha256=hashlib.sha256(data).hexdigest(), size=len(data)))
     with pytest.raises(WeightsError, match=message):
@@ -247,8 +237,8 @@ def test_failed_connection_is_reported_with_a_hint(tmp_path: Path, server: Serve
     assert leftovers() == []
 
 
-def test_offline_mode_refuses_without_connecting(tmp_path: Path, tiny_emt: Path, server: Server) -> None:
-    url = server.serve("/tiny.pth", tiny_emt.read_bytes())
+def test_offline_mode_refuses_without_connecting(tmp_path: Path, tiny_emt_file: Path, server: Server) -> None:
+    url = server.serve("/tiny.pth", tiny_emt_file.read_bytes())
     manifest = write_manifest(tmp_path, base_entry("tiny", url))
     with pytest.raises(WeightsError, match="(?s)offline.*Hint: ADAPTIR_OFFLINE is set"):
         fetch("tiny", manifest)
@@ -271,25 +261,25 @@ def test_missing_bases_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch) -> N
 
 # --- import ---
 
-def test_import_refuses_a_file_that_is_not_the_published_one(tmp_path: Path, tiny_emt: Path) -> None:
+def test_import_refuses_a_file_that_is_not_the_published_one(tmp_path: Path, tiny_emt_file: Path) -> None:
     manifest = write_manifest(
         tmp_path,
         base_entry("tiny", "https://example.org/t.pth", sha256="1" * 64)
         + base_entry("tiny-lmlt", "https://example.org/l.pth").replace('"emt"', '"lmlt"')
         + base_entry("tiny-two-heads", "https://example.org/h.pth", extra='heads = ["a", "b"]'),
     )
-    with pytest.raises(WeightsError, match=f"(?s)its sha256 is {sha256_file(tiny_emt)}.*expects {'1' * 64}.*--force"):
-        import_weights("tiny", tiny_emt, manifest=manifest)
+    with pytest.raises(WeightsError, match=f"(?s)its sha256 is {sha256_file(tiny_emt_file)}.*expects {'1' * 64}.*--force"):
+        import_weights("tiny", tiny_emt_file, manifest=manifest)
     with pytest.raises(WeightsError, match="holds emt weights, but tiny-lmlt is a lmlt base"):
-        import_weights("tiny-lmlt", tiny_emt, manifest=manifest)
+        import_weights("tiny-lmlt", tiny_emt_file, manifest=manifest)
     with pytest.raises(WeightsError, match="names 2 head"):
-        import_weights("tiny-two-heads", tiny_emt, manifest=manifest)
+        import_weights("tiny-two-heads", tiny_emt_file, manifest=manifest)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
         import_weights("tiny", garbage, force=True, manifest=manifest)
     assert leftovers() == []
-    assert import_weights("tiny", tiny_emt, force=True, manifest=manifest) == cached_model("tiny")
+    assert import_weights("tiny", tiny_emt_file, force=True, manifest=manifest) == cached_model("tiny")
 
 
 # --- `adaptir models` ---

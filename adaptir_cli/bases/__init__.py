@@ -13,7 +13,7 @@ from adaptir_cli.bases.model import LoadedBase
 
 # One sub-package per architecture, each exporting `architecture`; imported on first use so that
 # `adaptir --help` does not pay for every model definition.
-ARCHITECTURE_PACKAGES = ("emt", "ipt", "lmlt")
+ARCHITECTURE_PACKAGES = ("compactir", "emt", "ipt", "lmlt")
 
 
 @cache

@@ -16,7 +16,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -198,12 +198,11 @@ def plan_methods(
         else:
             methods.append(Method(path.stem, "adapter", read_adapter(path), path, sha256_file(path)))
     seen: dict[str, int] = {}
-    unique = []
-    for method in methods:
+    for index, method in enumerate(methods):
         seen[method.label] = seen.get(method.label, 0) + 1
-        label = method.label if seen[method.label] == 1 else f"{method.label}#{seen[method.label]}"
-        unique.append(Method(label, method.kind, method.adapter, method.path, method.sha256))
-    return unique
+        if seen[method.label] > 1:
+            methods[index] = replace(method, label=f"{method.label}#{seen[method.label]}")
+    return methods
 
 
 def check_dataset(dataset: Dataset, protocol: Protocol) -> list[str]:
@@ -267,7 +266,9 @@ def _bench_image(
         try:
             output, seconds = _run_method(method, lq, protocol, restorer, settings)
             if output.shape != gt.shape:
-                raise ValueError(f"the output is {output.shape[1]}x{output.shape[0]}, the target {gt.shape[1]}x{gt.shape[0]}")
+                raise ValueError(
+                    f"the output is {output.shape[1]}x{output.shape[0]}, the target {gt.shape[1]}x{gt.shape[0]}"
+                )
             result.scores.append(score_image(image.name, output, gt, protocol.crop, seconds))
             if save_images is not None:
                 _save(save_images / outcome.name / method.label / f"{Path(image.name).stem}.png", output)

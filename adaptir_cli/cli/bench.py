@@ -61,14 +61,18 @@ def bench(
     pairs: Optional[str] = typer.Option(
         None, help="Input/target file templates of a custom pair set: 'LQ_TEMPLATE,GT_TEMPLATE' with {id}."
     ),
-    base: Optional[str] = typer.Option(None, "--base", "-b", help="Base model: a name from `adaptir models list` or a weights file."),
+    base: Optional[str] = typer.Option(
+        None, "--base", "-b", help="Base model: a name from `adaptir models list` or a weights file."
+    ),
     adapter: list[str] = typer.Option(
         [], "--adapter", "-a", help="Adapter file; repeat to compare (one column each; '' for the bare base)."
     ),
     sigma: Optional[float] = typer.Option(None, help="Noise level (0..255 scale) for --task denoise."),
     seed: int = typer.Option(0, help="Seed of the noise and synthetic degradations (image i uses seed + i)."),
     baseline: bool = typer.Option(False, help="Also score the degraded input itself (bicubic up-scaling for SR)."),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="Write all results, per image, to this JSON file ('-': stdout)."),
+    json_file: Optional[Path] = typer.Option(
+        None, "--json", help="Write all results, per image, to this JSON file ('-': stdout)."
+    ),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write per-image and mean values to this CSV file."),
     save_images: Optional[Path] = typer.Option(None, help="Save the scored images to DIR/SET/METHOD/."),
     speed: bool = typer.Option(False, help="Time restore only, on a random image of --size."),
@@ -94,10 +98,11 @@ def bench(
             usage_error("--speed times restore on a random image; drop --dataset, --baseline, --csv and --save-images")
         if base is None:
             usage_error("--speed needs --base", "adaptir bench --task sr4 --base emt-x4 --speed --size 256x256")
+        shape = _parse_size(size)
         restorer = load_restorer(base, device, precision)
         methods = _methods(adapters, restorer, baseline=False, scale=chosen.scale, task=task)
         with stderr.status("Timing restore ...", spinner="dots"):
-            report = run_speed(restorer, task, methods, _parse_size(size), repeats=repeats, settings=settings, seed=seed)
+            report = run_speed(restorer, task, methods, shape, repeats=repeats, settings=settings, seed=seed)
         print_speed(_results_console(json_file), report)
         if json_file is not None:
             write_json(json_file, speed_to_json(report))
@@ -131,7 +136,9 @@ def bench(
         raise typer.Exit(1)
 
 
-def _methods(adapters: list[Path | None], restorer: Restorer | None, *, baseline: bool, scale: int, task: str) -> list[Method]:
+def _methods(
+    adapters: list[Path | None], restorer: Restorer | None, *, baseline: bool, scale: int, task: str
+) -> list[Method]:
     """The columns, each checked against the base before the first image."""
     try:
         methods = plan_methods(adapters, restorer=restorer, baseline=baseline, scale=scale)

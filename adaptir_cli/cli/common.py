@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Progress and messages go to stderr so that stdout can carry --json for scripts.
 stderr = Console(stderr=True)
@@ -23,6 +24,12 @@ def report_error(message: str, hint: str | None = None) -> None:
     stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
     if hint:
         stderr.print(f"[yellow]Hint:[/] {hint}", highlight=False, soft_wrap=True)
+
+
+def split_hint(error: BaseException) -> tuple[str, str | None]:
+    """Library messages put their advice on a last "Hint: ..." line; returns both, markup-escaped."""
+    message, _, hint = str(error).partition("\nHint: ")
+    return escape(message), escape(hint) if hint else None
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:

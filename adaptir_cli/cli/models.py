@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from adaptir_cli.bases.loading import WeightsError
-from adaptir_cli.cli.common import fail, print_json, report_error, stderr, usage_error
+from adaptir_cli.cli.common import fail, print_json, report_error, split_hint, stderr, usage_error
 from adaptir_cli.weights.cache import local_file, status
 from adaptir_cli.weights.fetch import fetch, how_to_get
 from adaptir_cli.weights.importing import import_weights
@@ -32,15 +32,10 @@ def _reported_errors() -> Iterator[None]:
     try:
         yield
     except UnknownNameError as error:
-        usage_error(*_message_and_hint(error))
+        usage_error(*split_hint(error))
     except WeightsError as error:
-        fail(*_message_and_hint(error))
+        fail(*split_hint(error))
 
-
-def _message_and_hint(error: Exception) -> tuple[str, str | None]:
-    # Library messages put their advice on a last "Hint: ..." line.
-    message, _, hint = str(error).partition("\nHint: ")
-    return escape(message), escape(hint) if hint else None
 
 
 def _row(entry: BaseEntry) -> dict[str, object]:
@@ -100,7 +95,7 @@ def fetch_models(names: list[str] = typer.Argument(..., help="Base model names (
         try:
             path = fetch(entry.name, manifest, console=stderr)
         except WeightsError as error:
-            report_error(*_message_and_hint(error))
+            report_error(*split_hint(error))
             failed.append(entry.name)
             continue
         stderr.print(f"{entry.name}: installed at {path}", highlight=False)

@@ -8,10 +8,14 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dataclasses import replace
+
+from adaptir_cli.bases.loading import WeightsError
 from adaptir_cli.batch import JobPlanError, JobResult, plan_jobs, run_jobs
-from adaptir_cli.cli.common import fail, print_json, stderr, usage_error
+from adaptir_cli.cli.common import fail, print_json, split_hint, stderr, usage_error
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
+from adaptir_cli.weights.resolve import default_adapter, load_base, load_default_base
 
 EXAMPLES = """
 Examples:
@@ -33,7 +37,8 @@ def restore(
     ),
     base: Optional[str] = typer.Option(None, "--base", "-b", help="Base model: a name from `adaptir models list` or a weights file."),
     adapter: list[str] = typer.Option(
-        [], "--adapter", "-a", help="Adapter .safetensors file; repeat once per input ('' for none)."
+        [], "--adapter", "-a",
+        help="Adapter .safetensors file; repeat once per input ('' for none). Default: the adapter shipped for the task, if any.",
     ),
     tile: Optional[int] = typer.Option(None, help="Tile size in input pixels (0: whole image). Default: the base's."),
     overlap: Optional[int] = typer.Option(None, help="Overlap between tiles in input pixels. Default: the base's."),
@@ -67,6 +72,11 @@ def restore(
         fail("no images found in the inputs", "pass image files, or folders holding them (--recursive for sub-folders)")
 
     restorer = _load(base, device, precision)
+    if not adapter:  # nothing given: each task gets the adapter the project ships for it, if any
+        try:
+            jobs = [replace(job, adapter=default_adapter(restorer.base, job.task)) for job in jobs]
+        except WeightsError as error:
+            fail(*split_hint(error))
     for pair in dict.fromkeys((job.task, job.adapter) for job in jobs):
         try:  # check every task/adapter pair against the base before the first image
             restorer.use(*pair, force=force)
@@ -93,18 +103,12 @@ def restore(
 
 
 def _load(base: str | None, device: str, precision: str) -> Restorer:
-    from adaptir_cli.weights.resolve import load_base
-
-    if base is None:
-        fail(
-            "no base model given and no default base is installed yet",
-            "pass --base NAME (see `adaptir models list`) or --base path/to/weights.pth",
-        )
     try:
-        with stderr.status(f"Loading {base} ...", spinner="dots"):
-            return Restorer(load_base(base), device=device, precision=precision)
+        with stderr.status(f"Loading {base or 'the default base'} ...", spinner="dots"):
+            loaded = load_default_base() if base is None else load_base(base)
+            return Restorer(loaded, device=device, precision=precision)
     except (OSError, ValueError, KeyError) as error:
-        fail(str(error))
+        fail(*split_hint(error))
 
 
 def _run(restorer: Restorer, jobs, settings: TileSettings, *, overwrite: bool, force: bool, quiet: bool) -> list[JobResult]:

@@ -182,11 +182,12 @@ def get_spec(name: str) -> DatasetSpec | None:
 def find_dataset(name_or_path: str, data_dir: Path | None = None, pairs: PairLayout | None = None) -> Dataset:
     """A registry set by name (searched in the data roots) or a custom set given by its folder.
 
-    `pairs` makes a custom folder a pair set; without it, a folder laid out like a registry pair
-    set (input/ + target/, low/ + high/) is read as one, and any other folder as clean images.
+    `pairs` makes a custom folder a pair set (registry sets have their own layout); without it,
+    a folder laid out like a registry pair set (input/ + target/, low/ + high/) is read as one,
+    and any other folder as clean images.
     """
     spec = get_spec(name_or_path)
-    if spec is not None and pairs is None:
+    if spec is not None:
         return _find_registered(spec, data_dir)
     folder = Path(name_or_path).expanduser()
     if not folder.is_dir():
@@ -215,7 +216,8 @@ def _find_registered(spec: DatasetSpec, data_dir: Path | None) -> Dataset:
     searched = "; ".join(f"{root} ({how})" for root, how in roots)
     raise DatasetError(
         f"test set {spec.name} not found (searched {searched}). Download it from {spec.url} and put "
-        f"{spec.layout()} in {roots[0][0] / spec.name}, or pass --data DIR / set ADAPTIR_DATA to the folder holding {spec.name}/"
+        f"{spec.layout()} in {roots[0][0] / spec.name}, or pass --data DIR / set ADAPTIR_DATA to the folder "
+        f"holding {spec.name}/"
     )
 
 

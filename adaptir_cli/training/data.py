@@ -13,8 +13,9 @@ import math
 import os
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from adaptir_cli.imaging.io import ImageReadError, is_image_file, read_image
 TEMPLATE_FIELDS = ("name", "stem", "ext")
 # Problems listed in an error message before "... and N more".
 _SHOWN = 12
+# Independent random streams derived from one --seed (numpy SeedSequence entropy words), so that
+# adding a draw for one purpose never shifts the numbers another purpose sees.
+EPOCH_STREAM, SAMPLE_STREAM, VALIDATION_STREAM, TASK_STREAM, HOLDOUT_STREAM = range(5)
 
 
 class DataError(ValueError):
@@ -86,7 +90,10 @@ def pair_files(gt_files: Sequence[Path], lq_folder: Path, template: str | None =
         else:
             same_stem = by_stem.get(gt.stem, [])
             lq = by_name.get(gt.name) or (same_stem[0] if len(same_stem) == 1 else None)
-            why = gt.name if len(same_stem) < 2 else f"{gt.stem}.* is ambiguous: " + ", ".join(p.name for p in same_stem)
+            if len(same_stem) < 2:
+                why = f"named {gt.stem}.*"
+            else:
+                why = f"{gt.stem}.* is ambiguous: " + ", ".join(path.name for path in same_stem)
         if lq is None:
             missing.append(f"{gt.name}: no input {why}")
         else:
@@ -220,11 +227,63 @@ def holdout(count: int, fraction: float, seed: int) -> tuple[list[int], list[int
     return sorted(order[held:].tolist()), sorted(order[:held].tolist())
 
 
+@dataclass(frozen=True)
+class DataOptions:
+    """Where training and validation images come from (the data flags of finetune and pretrain)."""
+
+    gt: Path
+    lq: Path | None = None  # given inputs, paired with `gt` by name or `lq_template`
+    degradation: str | None = None  # or inputs synthesised from `gt` (default: the task's own)
+    lq_template: str | None = None
+    exclude: Path | None = None  # a file listing image names to leave out
+    val_gt: Path | None = None
+    val_lq: Path | None = None
+    val_fraction: float = 0.0
+    val_crop: int = 0  # centred validation crop in input px; 0: whole images
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    train: ImageSet
+    validation: ImageSet | None
+    excluded: int  # names on the exclusion list
+
+    def summary(self, options: DataOptions) -> dict[str, Any]:
+        """What a run trained and validated on, for its log and its output's metadata."""
+        return {
+            **options.to_json(), "train_images": len(self.train), "excluded_names": self.excluded,
+            "validation_images": len(self.validation) if self.validation else 0,
+        }
+
+
+def prepare_images(options: DataOptions, paired: bool, seed: int, workers: int) -> PreparedData:
+    """Decode the training images (and their held-out or separate validation images) once."""
+    exclude = read_name_list(options.exclude) if options.exclude else set()
+    if paired:
+        images = load_pairs(options.gt, options.lq, options.lq_template, exclude, workers)  # type: ignore[arg-type]
+    else:
+        images = load_clean(options.gt, exclude, workers)
+    validation = None
+    if options.val_gt is not None:
+        if options.val_fraction:
+            raise DataError("give either --val-gt or --val-fraction, not both")
+        if options.val_lq is not None:
+            validation = load_pairs(options.val_gt, options.val_lq, options.lq_template, workers=workers)
+        elif paired:
+            raise DataError("training on given pairs (--lq) validates on given pairs too: add --val-lq")
+        else:
+            validation = load_clean(options.val_gt, workers=workers)
+    elif options.val_lq is not None:
+        raise DataError("--val-lq needs --val-gt (the ground truth of those inputs)")
+    elif options.val_fraction:
+        kept, held = holdout(len(images), options.val_fraction, seed)
+        images, validation = images.subset(kept), images.subset(held)
+    return PreparedData(images, validation, len(exclude))
+
+
 def default_workers() -> int:
     """Threads that decode and degrade images: the cores, up to 4 (the training step needs some too)."""
     return max(1, min(4, os.cpu_count() or 1))
-
-
-# Independent random streams derived from one --seed (numpy SeedSequence entropy words), so that
-# adding a draw to one purpose never shifts the numbers another purpose sees.
-EPOCH_STREAM, SAMPLE_STREAM, VALIDATION_STREAM, TASK_STREAM, HOLDOUT_STREAM = range(5)

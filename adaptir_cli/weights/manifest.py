@@ -68,6 +68,8 @@ class BaseEntry(WeightsEntry):
     architecture: str
     tasks: tuple[str, ...]
     heads: tuple[str, ...] | None = None
+    # The base `adaptir restore` uses without --base (one bundled entry: works offline).
+    default: bool = False
 
     def rename_heads(self, descriptor: BaseDescriptor) -> BaseDescriptor:
         """Give the file's heads the manifest's names, in head-index order (identity without `heads`)."""
@@ -95,6 +97,14 @@ class Manifest:
     path: Path
     bases: dict[str, BaseEntry]
     adapters: dict[str, AdapterEntry]
+
+    @property
+    def default_base(self) -> BaseEntry | None:
+        return next((entry for entry in self.bases.values() if entry.default), None)
+
+    def adapter_for(self, base: str, task: str) -> AdapterEntry | None:
+        """The shipped adapter for `task` on the base named `base`, if the project has one."""
+        return next((a for a in self.adapters.values() if a.base == base and a.task == task), None)
 
     def base(self, name: str) -> BaseEntry:
         try:
@@ -137,6 +147,8 @@ def load_manifest(path: Path, *, bundled_dir: Path = BUNDLED_DIR) -> Manifest:
     context = _Context(path, bundled_dir)
     bases = {name: context.entry(BaseEntry, name, raw) for name, raw in data.get("bases", {}).items()}
     adapters = {name: context.entry(AdapterEntry, name, raw) for name, raw in data.get("adapters", {}).items()}
+    if sum(entry.default for entry in bases.values()) > 1:
+        raise ManifestError(f"{path}: more than one base is marked default = true")
     for entry in adapters.values():
         if entry.base not in bases:
             raise ManifestError(f"{path}: adapter {entry.name} names base {entry.base!r}, which is not in [bases]")
@@ -166,7 +178,7 @@ class _Context:
                 values[key] = self.strings(name, key, value)
             elif key == "path":
                 values[key] = self.bundled_dir / self.text(name, key, value)
-            elif key not in ("manual", "size"):
+            elif key not in ("manual", "size", "default"):
                 self.text(name, key, value)
         for task in values.get("tasks", ()) + ((values["task"],) if "task" in values else ()):
             if task not in TASKS:
@@ -189,8 +201,9 @@ class _Context:
         name = entry.name
         if entry.sha256 is not None and not _SHA256.fullmatch(entry.sha256):
             raise self.fail(name, "has a sha256 that is not 64 lower-case hex digits")
-        if not isinstance(entry.manual, bool):
-            raise self.fail(name, "has a manual that is not true or false")
+        for flag in ("manual", "default"):
+            if not isinstance(getattr(entry, flag, False), bool):
+                raise self.fail(name, f"has a {flag} that is not true or false")
         if entry.size is not None and (type(entry.size) is not int or entry.size <= 0):
             raise self.fail(name, "has a size that is not a positive number of bytes")
         if entry.kind == "bundled" and entry.path is None:

@@ -14,6 +14,28 @@ from adaptir_cli.weights.manifest import Manifest, default_manifest
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 
+def load_default_base(manifest: Manifest | None = None) -> LoadedBase:
+    """The base `adaptir restore` uses when no --base is given: the bundled default."""
+    manifest = manifest or default_manifest()
+    entry = manifest.default_base
+    if entry is None:
+        raise WeightsError(
+            "this installation names no default base\nHint: pass --base NAME (see `adaptir models list`) or a weights file."
+        )
+    return load_base(entry.name, manifest)
+
+
+def default_adapter(base: LoadedBase, task: str, manifest: Manifest | None = None) -> Path | None:
+    """The installed adapter the project ships for `task` on `base`, or None."""
+    entry = (manifest or default_manifest()).adapter_for(base.name, task)
+    if entry is None:
+        return None
+    file = local_file(entry)
+    if not file.is_file():
+        raise WeightsError(f"the {task} adapter for {base.name} is not installed\nHint: {how_to_get(entry)}")
+    return file
+
+
 def load_base(name_or_path: str | Path, manifest: Manifest | None = None) -> LoadedBase:
     """Load a base by manifest name (from the cache or the package) or from a weights file.
 

@@ -95,7 +95,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
         pad = -size % multiple
         if pad:
             mode = "reflect" if pad < size else "replicate"
-            x = F.pad(x, (0, pad) if dim == -1 else (0, 0, 0, pad), mode=mode)
+            x = F.pad(x, (0, pad, 0, 0) if dim == -1 else (0, 0, 0, pad), mode=mode)
     return x
 
 
@@ -107,37 +107,56 @@ def relative_position_index(window: int) -> torch.Tensor:
     return offsets[0] * (2 * window - 1) + offsets[1]
 
 
-def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
-    """(N, C, H, W) with H, W multiples of `window` -> (N, windows, window^2, C), row-major both ways."""
-    n, c, h, w = x.shape
-    x = x.reshape(n, c, h // window, window, w // window, window)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // window) * (w // window), window * window, c)
+def window_order(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """(windows, window^2) flat pixel indices of an (H, W) map cut into windows, both row-major,
+    the window grid moved by `shift` pixels and wrapping around the map (Swin's cyclic roll).
 
-
-def window_merge(tokens: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
-    """Inverse of `window_partition`."""
-    n, _, _, c = tokens.shape
-    x = tokens.reshape(n, height // window, width // window, window, window, c)
-    return x.permute(0, 5, 1, 3, 2, 4).reshape(n, c, height, width)
-
-
-def shifted_window_mask(height: int, width: int, window: int, device: torch.device) -> torch.Tensor:
-    """Additive mask (windows, 1, L, L) for attention on a map rolled by -window/2 (Swin).
-
-    After the roll, the last window row/column holds pixels from opposite image borders; they must
-    not attend to each other, so pixels of different source regions get -inf.
+    Gathering tokens in this order does the roll and the window partition in a single copy.
     """
-    shift = window // 2
-    labels = torch.zeros(height, width, device=device)
-    region = 0
-    for rows in (slice(0, height - window), slice(height - window, height - shift), slice(height - shift, height)):
-        for cols in (slice(0, width - window), slice(width - window, width - shift), slice(width - shift, width)):
-            labels[rows, cols] = region
-            region += 1
-    labels = window_partition(labels[None, None], window)[0, :, :, 0]
-    different = labels[:, :, None] != labels[:, None, :]
-    mask = torch.zeros(different.shape, device=device).masked_fill(different, float("-inf"))
-    return mask[:, None]
+    pixels = torch.arange(height * width).reshape(height, width).roll((-shift, -shift), (0, 1))
+    grid = pixels.reshape(height // window, window, width // window, window)
+    return grid.permute(0, 2, 1, 3).reshape(-1, window * window)
+
+
+@dataclass(frozen=True)
+class WindowCut:
+    """One way of cutting a feature map into windows: the token gather order and its inverse.
+
+    The last `wrapping` windows wrap around the map (shifted cuts only); they hold pixels from
+    opposite borders that must not attend to each other, which `wrap_mask` (wrapping, 1, L, L)
+    forbids with -inf. Keeping them last lets every other window share one small bias mask.
+    """
+
+    order: torch.Tensor
+    inverse: torch.Tensor
+    count: int
+    wrapping: int
+    wrap_mask: torch.Tensor | None
+
+
+def cut_windows(height: int, width: int, window: int, shifted: bool, device: torch.device) -> WindowCut:
+    """Plain windows, or windows shifted by half a window (alternate blocks, as Swin), on an
+    (H, W) map whose sides are multiples of `window`."""
+    shift = window // 2 if shifted else 0
+    order = window_order(height, width, window, shift)
+    wrap_mask = None
+    wrapping = 0
+    if shift:
+        rows, cols = height // window, width // window
+        grid = torch.arange(rows * cols)
+        wraps = (grid // cols == rows - 1) | (grid % cols == cols - 1)
+        order = torch.cat((order[~wraps], order[wraps]))
+        wrapping = int(wraps.sum())
+        # Only the first `shift` rows/columns of the map wrap around, so (row wrapped, column
+        # wrapped) tells the regions apart.
+        wrapped = order[-wrapping:]
+        region = (wrapped // width < shift).long() * 2 + (wrapped % width < shift).long()
+        different = region[:, :, None] != region[:, None, :]
+        wrap_mask = torch.zeros(different.shape).masked_fill(different, float("-inf"))[:, None].to(device)
+    order = order.flatten().to(device)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=device)
+    return WindowCut(order, inverse, (height // window) * (width // window), wrapping, wrap_mask)
 
 
 class WindowAttention(nn.Module):
@@ -157,28 +176,32 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_bias, std=0.02)
         self.register_buffer("bias_index", relative_position_index(window), persistent=False)
 
-    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (N, C, H, W), H and W multiples of the window. With `shift_mask` (from
-        `shifted_window_mask`) the windows are shifted by half a window."""
+    def forward(self, x: torch.Tensor, cut: WindowCut) -> torch.Tensor:
+        """x: (N, C, H, W) with H and W multiples of the window, cut into windows as `cut` says."""
         n, c, h, w = x.shape
-        shift = self.window // 2 if shift_mask is not None else 0
-        if shift:
-            x = torch.roll(x, shifts=(-shift, -shift), dims=(2, 3))
-        tokens = window_partition(x, self.window)
-        windows, length = tokens.shape[1:3]
-        qkv = self.qkv(tokens).reshape(n, windows, length, 3, self.heads, c // self.heads)
-        # (3, N, windows, heads, L, head_dim); windows and heads fold into one attention batch axis
-        # so that one mask of (windows x heads, L, L) broadcasts over the images of the batch.
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, n, windows * self.heads, length, -1)
-        bias = self.relative_bias[:, self.bias_index]
-        mask = bias if shift_mask is None else shift_mask + bias
-        mask = mask.expand(windows, self.heads, length, length).reshape(windows * self.heads, length, length)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
-        out = out.reshape(n, windows, self.heads, length, -1).transpose(2, 3).reshape(n, windows, length, c)
-        x = window_merge(self.proj(out), self.window, h, w)
-        if shift:
-            x = torch.roll(x, shifts=(shift, shift), dims=(2, 3))
-        return x
+        # Channels-last pixels (a view when x is channels_last), gathered window by window.
+        tokens = torch.index_select(x.permute(0, 2, 3, 1).reshape(n, h * w, c), 1, cut.order)
+        qkv = self.qkv(tokens).reshape(n, cut.count, self.window**2, 3, self.heads, c // self.heads)
+        qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # (3, N, windows, heads, L, head_dim)
+        # 4-D masks keep torch's fused CPU attention kernel (a 3-D one falls back to a path that
+        # materialises every score and is ~5x slower).
+        bias = self.relative_bias[:, self.bias_index][None]
+        plain = cut.count - cut.wrapping
+        parts = []
+        if plain:
+            parts.append(_attend(qkv[:, :, :plain], bias))
+        if cut.wrapping:
+            parts.append(_attend(qkv[:, :, plain:], (cut.wrap_mask + bias).repeat(n, 1, 1, 1)))
+        out = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        out = self.proj(out.transpose(2, 3).reshape(n, h * w, c))
+        return torch.index_select(out, 1, cut.inverse).reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _attend(qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of (3, N, windows, heads, L, head_dim) windows -> (N, windows, heads, L, head_dim)."""
+    n = qkv.shape[1]
+    q, k, v = qkv.flatten(1, 2).unbind(0)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype)).unflatten(0, (n, -1))
 
 
 class MLP(nn.Module):
@@ -207,8 +230,8 @@ class Block(nn.Module):
         self.norm2 = ChannelLayerNorm(config.dim)
         self.mlp = MLP(config.dim, config.dim * config.mlp_ratio)
 
-    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), shift_mask if self.shifted else None)
+    def forward(self, x: torch.Tensor, cuts: dict[bool, WindowCut]) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cuts[self.shifted])
         # norm2 stays outside `mlp`, so an adapter wrapping `mlp` receives norm2(x) as well.
         return x + self.mlp(self.norm2(x))
 
@@ -228,7 +251,7 @@ class TaskHead(nn.Module):
 
 
 class TaskTail(nn.Module):
-    """Sub-pixel conv back to RGB at `scale` x the input (x `stride` x scale the body's map).
+    """Sub-pixel conv from the body's map back to RGB at `scale` x the input size.
 
     The conv starts at zero so that an untrained tail adds nothing to the global residual.
     """
@@ -270,11 +293,14 @@ class CompactIR(nn.Module):
         scale = self.scales[name]
         height, width = x.shape[-2:]
         f = self.heads[name](pad_to_multiple(x, self.config.window * body_stride(scale)))
-        # One mask serves every shifted block (it depends only on the map size).
-        shift_mask = shifted_window_mask(*f.shape[-2:], self.config.window, f.device)
+        # The body works channels-last: layer norms, window gathers and 1x1 convs then need no copies.
+        f = f.contiguous(memory_format=torch.channels_last)
+        # Both window cuts depend only on the map size: built once, shared by every block.
+        size = f.shape[-2:]
+        cuts = {shifted: cut_windows(*size, self.config.window, shifted, f.device) for shifted in (False, True)}
         features = f
         for block in self.body:
-            features = block(features, shift_mask)
+            features = block(features, cuts)
         f = f + self.body_end(features)
         out = self.tails[name](f)[:, :, : scale * height, : scale * width]
         return out + upsample(x, scale)

@@ -31,6 +31,9 @@ WINDOWS = ((32, 8), (8, 32))
 MIN_SIZE = max(max(window) for window in WINDOWS) // 2 + 1
 # Inputs that are multiples of every window side need no padding inside SWSA.
 SIZE_MULTIPLE = math.lcm(*(side for window in WINDOWS for side in window))
+# Attention scores formed at once (16 MB of float32): large enough for few, efficient batched
+# matmuls, small enough to stay in cache and to keep big images within memory.
+_SCORE_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ def shift_pixels(x: torch.Tensor, channel_sets: list[slice], circular: bool) -> 
         if circular:
             out[:, selected] = torch.roll(x[:, selected], (-dy, -dx), dims=(2, 3))
         else:
-            out[:, selected, _target(dy, height), _target(dx, width)] = x[:, selected, _source(dy, height), _source(dx, width)]
+            source = x[:, selected, _source(dy, height), _source(dx, width)]
+            out[:, selected, _target(dy, height), _target(dx, width)] = source
     return out
 
 
@@ -173,7 +177,8 @@ def stripe_attention(qv: torch.Tensor, window: tuple[int, int], shifted: bool, h
     pad_h, pad_w = -height % rows, -width % cols
     qv = F.pad(qv, (0, pad_w, 0, pad_h), mode="reflect")
     padded_h, padded_w = height + pad_h, width + pad_w
-    shift = (rows // 2, cols // 2) if shifted else (0, 0)
+    # The shifted layer rolls by half a window, positively: content moves down and right (quirk 3).
+    shift = (rows // 2, cols // 2)
     if shifted:
         qv = torch.roll(qv, shift, dims=(2, 3))
     dim_head = channels // (2 * heads)
@@ -181,13 +186,10 @@ def stripe_attention(qv: torch.Tensor, window: tuple[int, int], shifted: bool, h
     tokens = (
         qv.view(batch, 2, heads, dim_head, n_rows, rows, n_cols, cols)
         .permute(1, 0, 2, 4, 6, 5, 7, 3)
-        .reshape(2, batch, heads, n_rows * n_cols, rows * cols, dim_head)
+        .reshape(2, batch * heads * n_rows * n_cols, rows * cols, dim_head)
     )
-    q, v = tokens[0], tokens[1]
-    # softmax(q q^T) v: no 1/sqrt(d) scaling, no position bias, no mask for wrapped regions (quirk 1).
-    attention = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
     out = (
-        (attention @ v)
+        _attend(tokens[0], tokens[1])
         .view(batch, heads, n_rows, n_cols, rows, cols, dim_head)
         .permute(0, 1, 6, 2, 4, 3, 5)
         .reshape(batch, heads * dim_head, padded_h, padded_w)
@@ -195,6 +197,18 @@ def stripe_attention(qv: torch.Tensor, window: tuple[int, int], shifted: bool, h
     if shifted:
         out = torch.roll(out, (-shift[0], -shift[1]), dims=(2, 3))
     return out[:, :, :height, :width]
+
+
+def _attend(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q q^T) v for (S, N, d) stacks of windows: no 1/sqrt(d) scaling, no position bias,
+    no mask for the regions the shift wrapped around (quirk 1).
+
+    The N x N scores are N / d (about 25) times larger than q and v, so they are formed a slice
+    of windows at a time: a whole image's scores would take gigabytes and spill every cache.
+    """
+    step = max(1, _SCORE_ELEMENTS // q.shape[1] ** 2)
+    slices = zip(q.split(step), v.split(step))
+    return torch.cat([torch.softmax(qs @ qs.transpose(-2, -1), dim=-1) @ vs for qs, vs in slices])
 
 
 class StripedWindowAttention(nn.Module):
@@ -244,7 +258,9 @@ class EMT(nn.Module):
         self.sub_mean = _mean_shift(-mean)
         self.head = nn.Conv2d(3, config.dim, 3, padding=1)
         self.body = nn.ModuleList(Group(config) for _ in range(config.groups))
-        self.tail = nn.Sequential(nn.Conv2d(config.dim, 3 * config.scale**2, 3, padding=1), nn.PixelShuffle(config.scale))
+        self.tail = nn.Sequential(
+            nn.Conv2d(config.dim, 3 * config.scale**2, 3, padding=1), nn.PixelShuffle(config.scale)
+        )
         self.add_mean = _mean_shift(mean)
 
     def forward(self, x: torch.Tensor, head: int = 0) -> torch.Tensor:

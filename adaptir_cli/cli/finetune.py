@@ -1,0 +1,100 @@
+"""`adaptir finetune`: train an adapter for one task on a frozen base (the work is in adaptir_cli.training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from adaptir_cli.adapters import get_method
+from adaptir_cli.cli import training_options as opt
+from adaptir_cli.cli.common import stderr
+from adaptir_cli.tasks import TASKS, get_task
+from adaptir_cli.training.data import DataOptions
+from adaptir_cli.training.finetune import finetune as run_finetune
+from adaptir_cli.training.sampling import degradation_names
+
+EXAMPLES = """
+Examples:
+
+  adaptir finetune --base emt-x4 --task lr4-noise30 --gt DIV2K_HR/ --val-fraction 0.02 --out lr4n30.safetensors
+
+  adaptir finetune --base emt-x4 --task sr4 --gt DIV2K_HR/ --lq DIV2K_LR_x4/ --lq-template '{stem}x4{ext}' --out sr4.safetensors
+
+  adaptir finetune --base base.safetensors --task lowlight --gt BSD400/ --steps 20000 --hidden 24 --out lowlight.safetensors
+
+  adaptir finetune ... --resume                      # continue after Ctrl-C or a crash
+
+  torchrun --nproc-per-node 4 -m adaptir_cli finetune ... --batch 4   # 4 GPUs, global batch 16
+"""
+
+
+def finetune(
+    base: str = typer.Option(..., "--base", "-b", help="Frozen base: a name from `adaptir models list` or a weights file."),
+    task: str = typer.Option(..., "--task", "-t", help=f"Task the adapter is for ({', '.join(TASKS)})."),
+    gt: Path = opt.GT,
+    out: Path = typer.Option(..., "--out", "-o", help="Adapter file to write (.safetensors); its JSON log goes beside it."),
+    lq: Optional[Path] = typer.Option(None, "--lq", help="Folder of your own inputs, paired with --gt by file name."),
+    degradation: Optional[str] = typer.Option(
+        None, "--degradation", "-d",
+        help=f"Synthesise inputs from --gt on the fly: {', '.join(degradation_names())}. Default: the task's own.",
+    ),
+    lq_template: Optional[str] = typer.Option(
+        None, "--lq-template", help="Input file name from the ground truth's {name}, {stem}, {ext}: e.g. '{stem}x4{ext}'."
+    ),
+    exclude: Optional[Path] = opt.EXCLUDE,
+    val_gt: Optional[Path] = opt.VAL_GT,
+    val_lq: Optional[Path] = opt.VAL_LQ,
+    val_fraction: float = opt.VAL_FRACTION,
+    val_crop: int = opt.VAL_CROP,
+    method: str = typer.Option("adaptir", "--method", help="Adapter method."),
+    hidden: Optional[int] = typer.Option(
+        None, "--hidden", min=1, help="Adapter hidden width (AdaptIR default: max(8, d // 24))."
+    ),
+    rank: Optional[int] = typer.Option(
+        None, "--rank", min=1, help="Rank of AdaptIR's low-rank local kernel (default: hidden // 2)."
+    ),
+    steps: int = opt.STEPS,
+    batch: int = opt.BATCH,
+    patch: int = opt.PATCH,
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Peak learning rate (the paper's: 1e-4)."),
+    schedule: str = opt.SCHEDULE,
+    warmup: Optional[int] = opt.WARMUP,
+    weight_decay: float = opt.WEIGHT_DECAY,
+    grad_clip: float = opt.GRAD_CLIP,
+    seed: int = opt.SEED,
+    val_every: int = opt.VAL_EVERY,
+    checkpoint_every: int = opt.CHECKPOINT_EVERY,
+    resume: bool = opt.RESUME,
+    device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
+    workers: int = opt.WORKERS,
+    json_out: bool = opt.JSON_OUT,
+    quiet: bool = opt.QUIET,
+) -> None:
+    """Train an adapter for TASK on a frozen base: only the adapter's tensors change."""
+    try:
+        get_task(task)
+        spec = get_method(method)
+        fields = {name: value for name, value in (("hidden", hidden), ("rank", rank)) if value is not None}
+        config = spec.config_from_dict(fields)
+    except (KeyError, ValueError) as error:
+        opt.usage_failure(error)
+    settings = opt.loop_settings(
+        steps=steps, batch=batch, patch=patch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
+        grad_clip=grad_clip, seed=seed, val_every=val_every, checkpoint_every=checkpoint_every,
+        precision=precision, workers=workers,
+    )
+    data = DataOptions(
+        gt=gt, lq=lq, degradation=degradation, lq_template=lq_template, exclude=exclude, val_gt=val_gt,
+        val_lq=val_lq, val_fraction=val_fraction, val_crop=val_crop,
+    )
+    with opt.reported_training_errors():
+        outcome = run_finetune(
+            base, task, out, data, settings, method=method, config=config, device=device, resume=resume,
+            console=stderr, show_progress=not quiet,
+        )
+    if outcome.main:
+        opt.report_outcome("adapter", outcome.adapter, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
+                           task=task)

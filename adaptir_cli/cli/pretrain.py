@@ -1,0 +1,90 @@
+"""`adaptir pretrain` (advanced): train a whole multi-task base from scratch (work in adaptir_cli.training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from adaptir_cli.cli import training_options as opt
+from adaptir_cli.bases.compactir import DEFAULT_TASKS as COMPACTIR_TASKS
+from adaptir_cli.cli.common import stderr
+from adaptir_cli.training.data import DataOptions
+from adaptir_cli.training.pretrain import ARCHITECTURES, compactir_config
+from adaptir_cli.training.pretrain import pretrain as run_pretrain
+
+# The shipped default base's tasks (issue 4).
+DEFAULT_TASKS = ",".join(name for name, _ in COMPACTIR_TASKS)
+
+EXAMPLES = f"""
+Advanced: most users fine-tune adapters on a shipped base (`adaptir finetune`) instead.
+
+Examples:
+
+  adaptir pretrain --gt BSD400/ --exclude rain100l_backgrounds.txt --val-fraction 0.05 --out base.safetensors
+
+  adaptir pretrain --gt BSD400/ --tasks sr4,denoise --dim 32 --blocks 4 --steps 2000 --out small.safetensors
+
+  torchrun --nproc-per-node 8 -m adaptir_cli pretrain --gt DF2K/ --batch 8 --out base.safetensors
+
+Default tasks: {DEFAULT_TASKS} (denoise is blind, sigma 0-55; derain uses synthetic light rain).
+"""
+
+
+def pretrain(
+    gt: Path = opt.GT,
+    out: Path = typer.Option(..., "--out", "-o", help="Base file to write (.safetensors); its JSON log goes beside it."),
+    tasks: str = typer.Option(DEFAULT_TASKS, "--tasks", help="Comma-separated tasks, one head and tail each."),
+    arch: str = typer.Option("compactir", "--arch", help="Architecture to build (compactir)."),
+    dim: Optional[int] = typer.Option(None, "--dim", min=1, help="Feature width of the body (default 48)."),
+    blocks: Optional[int] = typer.Option(None, "--blocks", min=1, help="Transformer blocks in the body (default 8)."),
+    attention_heads: Optional[int] = typer.Option(
+        None, "--attention-heads", min=1, help="Attention heads per block (default 3)."
+    ),
+    window: Optional[int] = typer.Option(None, "--window", min=2, help="Attention window side, even (default 8)."),
+    mlp_ratio: Optional[int] = typer.Option(None, "--mlp-ratio", min=1, help="MLP width / feature width (default 2)."),
+    exclude: Optional[Path] = opt.EXCLUDE,
+    val_gt: Optional[Path] = opt.VAL_GT,
+    val_fraction: float = opt.VAL_FRACTION,
+    val_crop: int = opt.VAL_CROP,
+    steps: int = opt.STEPS,
+    batch: int = opt.BATCH,
+    patch: int = opt.PATCH,
+    lr: float = typer.Option(2e-4, "--lr", min=0.0, help="Peak learning rate."),
+    schedule: str = opt.SCHEDULE,
+    warmup: Optional[int] = opt.WARMUP,
+    weight_decay: float = opt.WEIGHT_DECAY,
+    grad_clip: float = opt.GRAD_CLIP,
+    seed: int = opt.SEED,
+    val_every: int = opt.VAL_EVERY,
+    checkpoint_every: int = opt.CHECKPOINT_EVERY,
+    resume: bool = opt.RESUME,
+    device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
+    workers: int = opt.WORKERS,
+    json_out: bool = opt.JSON_OUT,
+    quiet: bool = opt.QUIET,
+) -> None:
+    """Advanced: pre-train a multi-task base from scratch (shared body, one head and tail per task)."""
+    if arch not in ARCHITECTURES:
+        opt.usage_failure(ValueError(f"unknown --arch {arch!r}; pre-training builds: {', '.join(ARCHITECTURES)}"))
+    try:
+        config = compactir_config(
+            [name.strip() for name in tasks.split(",") if name.strip()],
+            dim=dim, blocks=blocks, heads=attention_heads, window=window, mlp_ratio=mlp_ratio,
+        )
+    except (KeyError, ValueError) as error:
+        opt.usage_failure(error)
+    settings = opt.loop_settings(
+        steps=steps, batch=batch, patch=patch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
+        grad_clip=grad_clip, seed=seed, val_every=val_every, checkpoint_every=checkpoint_every,
+        precision=precision, workers=workers,
+    )
+    data = DataOptions(gt=gt, exclude=exclude, val_gt=val_gt, val_fraction=val_fraction, val_crop=val_crop)
+    with opt.reported_training_errors():
+        outcome = run_pretrain(config, out, data, settings, device=device, resume=resume, console=stderr,
+                               show_progress=not quiet)
+    if outcome.main:
+        opt.report_outcome("base", outcome.base, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
+                           tasks=config.head_names)

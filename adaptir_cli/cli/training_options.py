@@ -1,0 +1,105 @@
+"""Options and error reporting shared by `adaptir finetune` and `adaptir pretrain`.
+
+Both commands take the same data, loop, checkpoint and device flags; they are declared once here
+and used as the defaults of both command functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.markup import escape
+
+from adaptir_cli.cli.common import EXIT_USAGE, fail, print_json, split_hint, stderr
+from adaptir_cli.training.data import default_workers
+from adaptir_cli.training.loop import LoopSettings, TrainingInterrupted, TrainResult
+from adaptir_cli.training.schedule import SCHEDULES, Schedule, default_warmup
+
+EXIT_INTERRUPTED = 130
+
+GT = typer.Option(..., "--gt", help="Folder of clean (ground-truth) training images.", show_default=False)
+EXCLUDE = typer.Option(
+    None, "--exclude", help="Text file of image names to leave out (e.g. the Rain100L backgrounds of BSD400)."
+)
+VAL_GT = typer.Option(None, "--val-gt", help="Folder of validation ground truths (default: no validation).")
+VAL_LQ = typer.Option(None, "--val-lq", help="Inputs of the --val-gt images (default: made by the degradation).")
+VAL_FRACTION = typer.Option(0.0, "--val-fraction", min=0.0, max=0.99, help="Hold out this fraction of --gt for validation.")
+VAL_CROP = typer.Option(0, "--val-crop", min=0, help="Validate on centred crops of N input px (0: whole images).")
+STEPS = typer.Option(5000, "--steps", min=1, help="Optimizer steps.")
+BATCH = typer.Option(16, "--batch", min=1, help="Samples per step, per process (torchrun: global batch = batch x processes).")
+PATCH = typer.Option(48, "--patch", min=1, help="Input crop side in px; the target crop is patch x scale.")
+WEIGHT_DECAY = typer.Option(0.0, "--weight-decay", min=0.0, help="AdamW weight decay.")
+SCHEDULE = typer.Option("cosine", "--schedule", help=f"Learning-rate schedule after the warm-up: {', '.join(SCHEDULES)}.")
+WARMUP = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps. Default: 5 % of --steps, at most 1000.")
+GRAD_CLIP = typer.Option(1.0, "--grad-clip", min=0.0, help="Clip the gradient norm to this (0: no clipping).")
+SEED = typer.Option(0, "--seed", help="Seed of the initial weights, crops, augmentations and degradations.")
+VAL_EVERY = typer.Option(500, "--val-every", min=0, help="Validate every N steps (0: at the end only).")
+CHECKPOINT_EVERY = typer.Option(500, "--checkpoint-every", min=0, help="Save a checkpoint every N steps (0: only on Ctrl-C).")
+RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out (NAME.ckpt).")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (under torchrun: each process's GPU).")
+PRECISION = typer.Option(
+    "auto", "--precision", help="auto (bf16 autocast on CUDA for bases verified in bf16, else fp32), fp32 or bf16."
+)
+WORKERS = typer.Option(default_workers(), "--workers", min=0, help="Threads that decode and degrade images (0: none).")
+JSON_OUT = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress display.")
+
+
+def loop_settings(
+    *, steps: int, batch: int, patch: int, lr: float, schedule: str, warmup: Optional[int], weight_decay: float,
+    grad_clip: float, seed: int, val_every: int, checkpoint_every: int, precision: str, workers: int,
+) -> LoopSettings:
+    """The loop's settings from the command's flags; invalid combinations are usage errors."""
+    try:
+        return LoopSettings(
+            steps=steps, batch=batch, patch=patch, lr=lr,
+            schedule=Schedule(schedule, steps, default_warmup(steps) if warmup is None else warmup),
+            weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, val_every=val_every,
+            checkpoint_every=checkpoint_every, precision=precision, workers=workers,
+        )
+    except ValueError as error:
+        usage_failure(error)
+
+
+def report_outcome(
+    kind: str, written: Path, log: Path, result: TrainResult, *, quiet: bool, json_out: bool, **extra: Any
+) -> None:
+    """Say what a finished run wrote (stderr) and, with --json, summarise it on stdout."""
+    final = result.final_validation or {}
+    if not quiet:
+        scores = ", ".join(f"{task} {metrics['psnr']:.2f} dB" for task, metrics in final.items())
+        stderr.print(
+            f"Wrote {written} ({result.trainable_parameters:,} trained parameters)"
+            + (f"; validation {scores}" if scores else ""), highlight=False, soft_wrap=True,
+        )
+    if json_out:
+        print_json({
+            kind: str(written), "log": str(log), **extra, "steps": result.steps, "seconds": result.history.seconds,
+            "final_validation": final or None, "best_validation": result.history.best,
+            "trainable_parameters": result.trainable_parameters,
+        })
+
+
+
+def usage_failure(error: BaseException) -> NoReturn:
+    fail(*split_hint(error), code=EXIT_USAGE)
+
+
+@contextmanager
+def reported_training_errors() -> Iterator[None]:
+    """Expected failures become `Error:` / `Hint:` lines and exit 1; an interruption exits 130."""
+    try:
+        yield
+    except TrainingInterrupted as interrupted:
+        stderr.print(
+            f"[yellow]Interrupted after step {interrupted.step}.[/] Checkpoint: {escape(str(interrupted.checkpoint))}\n"
+            "Run the same command with --resume to continue.",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (OSError, ValueError, KeyError) as error:  # data, weights, adapter and resume errors
+        fail(*split_hint(error))

@@ -1,0 +1,173 @@
+"""Fine-tuning: train one adapter for one task on a frozen base (the library behind `adaptir finetune`).
+
+Only the adapter's tensors train: the base stays in eval mode with gradients off, and a digest of
+every base tensor taken before the adapters are injected is compared after training - a base
+changed by training would make every adapter trained on it unusable with the published weights.
+The result is an adapter file (adapters/file_format.py) whose metadata carries the training
+summary, plus a JSON log beside it with the settings and the loss/validation history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from adaptir_cli.adapters import (
+    adapted_layers,
+    adapter_state_dict,
+    get_method,
+    inject,
+    load_adapter_state_dict,
+    mark_only_adapters_trainable,
+    save_adapter,
+    train_adapters,
+)
+from adaptir_cli.bases.model import LoadedBase
+from adaptir_cli.tasks import get_task, head_for
+from adaptir_cli.training.checkpoint import checkpoint_path, log_path, write_json
+from adaptir_cli.training.data import DataError, DataOptions, check_sizes, prepare_images
+from adaptir_cli.training.distributed import Distributed, barrier, setup, shutdown
+from adaptir_cli.training.inputs import check_patch, degradation_for, task_data
+from adaptir_cli.training.loop import LoopSettings, StepCallback, Trainee, TrainResult, train
+
+
+def tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the names and bytes of `state`'s tensors, in name order (any dtype, any device)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def base_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The base's own tensors under their original names, whether adapters are injected or not.
+
+    Injection moves a wrapped MLP's tensors to "{target}.base_layer.*" and adds "{target}.adapter.*";
+    this undoes the renaming and leaves the adapters out. By name, not by tensor object: moving a
+    module to another device replaces its buffers.
+    """
+    targets = list(adapted_layers(module))
+    state = {}
+    for key, tensor in module.state_dict().items():
+        target = next((t for t in targets if key.startswith(f"{t}.")), None)
+        if target is not None:
+            rest = key[len(target) + 1 :]
+            if not rest.startswith("base_layer."):
+                continue  # the adapter's own tensors
+            key = f"{target}.{rest[len('base_layer.'):]}"
+        state[key] = tensor
+    return state
+
+
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    adapter: Path
+    log: Path
+    result: TrainResult
+    main: bool  # whether this process wrote the files (the first one under torchrun)
+
+
+def finetune(
+    base: LoadedBase | str | Path,
+    task: str,
+    out: Path,
+    data: DataOptions,
+    settings: LoopSettings,
+    *,
+    method: str = "adaptir",
+    config: Any = None,
+    device: str = "auto",
+    resume: bool = False,
+    console: Console | None = None,
+    show_progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> FinetuneOutcome:
+    """Train a `method` adapter for `task` on the frozen `base`; write it to `out` (+ `out`.json).
+
+    Under torchrun every process calls this; only the first writes files. A checkpoint beside
+    `out` (`NAME.ckpt`) is written every `settings.checkpoint_every` steps and on interruption,
+    continued with `resume=True`, and removed once the adapter is written.
+    """
+    context = setup(device)
+    try:
+        return _finetune(base, task, Path(out), data, settings, method, config, context, resume, console,
+                         show_progress, on_step)
+    finally:
+        shutdown(context)
+
+
+def _finetune(
+    base: LoadedBase | str | Path, task: str, out: Path, data: DataOptions, settings: LoopSettings, method: str,
+    config: Any, context: Distributed, resume: bool, console: Console | None, show_progress: bool,
+    on_step: StepCallback | None,
+) -> FinetuneOutcome:
+    if not isinstance(base, LoadedBase):
+        from adaptir_cli.weights.resolve import load_base
+
+        base = load_base(base)
+    spec = get_method(method)
+    config = spec.default_config() if config is None else config
+    head = head_for(get_task(task), base.descriptor.heads)
+    scale = get_task(task).scale
+    if base.descriptor.head(head).scale != scale:
+        raise DataError(f"task {task} is x{scale} but head {head!r} of {base.name} is x{base.descriptor.head(head).scale}")
+    check_patch(base.name, base.descriptor, settings.patch)
+    degradation = degradation_for(data, task)
+    prepared = prepare_images(data, degradation is None, settings.seed, settings.workers)
+    check_sizes(prepared.train, scale, settings.patch)
+    head_index = base.descriptor.head(head).index
+    training_data, validation = task_data(task, head_index, prepared, degradation, settings.seed, data.val_crop)
+
+    module = base.module
+    before = tensor_digest(base_state(module))
+    torch.manual_seed(settings.seed)  # the adapters' initial values; DDP also copies rank 0's to all
+    inject(module, base.descriptor, method, config)
+    mark_only_adapters_trainable(module)
+    trainee = Trainee(
+        module=module,
+        descriptor=base.descriptor,
+        tasks=[training_data],
+        validation=[validation] if validation else [],
+        set_train_mode=train_adapters,
+        trainable_state=lambda: adapter_state_dict(module),
+        load_trainable_state=lambda state: load_adapter_state_dict(module, state),
+    )
+    identity = {
+        "command": "finetune", "base_sha256": base.sha256, "task": task, "method": method,
+        "method_config": spec.config_to_dict(config), "data": data.to_json(), "images": prepared.train.names,
+    }
+    checkpoint = checkpoint_path(out)
+    result = train(
+        trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
+        title=f"finetune {task}", console=console, show_progress=show_progress, on_step=on_step,
+    )
+    if tensor_digest(base_state(module)) != before:
+        raise RuntimeError("the frozen base changed during fine-tuning; this is a bug in adaptir, please report it")
+
+    summary = {
+        **result.summary(settings),
+        "data": prepared.summary(data),
+        "degradation": degradation or "given pairs",
+        # One task: its metrics, not a table of one row.
+        "final_validation": (result.final_validation or {}).get(task),
+        "base_unchanged": True,
+    }
+    log = log_path(out)
+    if context.main:
+        save_adapter(out, module, method=method, config=config, base=base, task=task, training=summary)
+        write_json(log, {
+            "command": "finetune", "base": base.name, "base_sha256": base.sha256, "task": task, "method": method,
+            "method_config": spec.config_to_dict(config), "settings": settings.to_json(), "summary": summary,
+            "history": result.history.to_json(), "images": prepared.train.names,
+        })
+        checkpoint.unlink(missing_ok=True)
+    barrier(context)
+    return FinetuneOutcome(out, log, result, context.main)

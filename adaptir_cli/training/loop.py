@@ -1,0 +1,306 @@
+"""The training loop shared by `adaptir finetune` (adapters) and `adaptir pretrain` (whole bases).
+
+One step: this process's slice of the global batch, L1 loss in the [0, 1] pixel scale, AdamW
+with the learning rate the schedule gives for the step, gradient clipping. bf16 autocast on CUDA
+for bases verified in bf16 (parameters and optimizer stay float32), fp32 otherwise and on the
+CPU. The caller decides what trains (which tensors require gradients, which modules are in
+train mode) through a `Trainee`.
+
+Ctrl-C (SIGINT) or SIGTERM (what torchrun sends its workers) does not kill the run: the current
+step finishes, every process agrees to stop at the same step, a checkpoint is saved and
+`TrainingInterrupted` is raised (the commands exit 130). A second Ctrl-C quits at once.
+"""
+
+from __future__ import annotations
+
+import platform
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from adaptir_cli import __version__
+from adaptir_cli.bases.descriptor import BaseDescriptor
+from adaptir_cli.runtime import Precision, autocast, resolve_precision
+from adaptir_cli.training.checkpoint import (
+    Checkpoint,
+    History,
+    ResumeError,
+    check_resumable,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from adaptir_cli.training.distributed import Distributed, all_reduce_sum, barrier, use_global_batchnorm
+from adaptir_cli.training.progress import TrainingProgress
+from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData
+from adaptir_cli.training.schedule import Schedule
+from adaptir_cli.training.validation import ValidationSet, evaluate, mean_psnr
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    steps: int
+    batch: int  # per process; the global batch is batch x processes
+    patch: int  # input (LR) crop side; the target crop is patch x scale
+    lr: float
+    schedule: Schedule
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    seed: int = 0
+    val_every: int = 0  # 0: validate once, at the end
+    checkpoint_every: int = 0  # 0: checkpoint only when interrupted
+    precision: str = "auto"  # auto: bf16 autocast on CUDA where the base allows it, else fp32
+    workers: int = 0  # threads building samples (0: in the training thread)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "patch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("val_every", "checkpoint_every", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("--lr must be positive; --weight-decay and --grad-clip must be 0 or more")
+        if self.schedule.steps != self.steps:
+            raise ValueError(f"the schedule covers {self.schedule.steps} steps but the run has {self.steps}")
+
+    def identity(self, world: int) -> dict[str, Any]:
+        """The settings a resume must keep. Only the global batch counts: a run may resume with
+        another number of processes, and sees the same samples (training/sampling.py)."""
+        return {
+            "steps": self.steps, "global_batch": self.batch * world, "patch": self.patch, "lr": self.lr,
+            "schedule": self.schedule.to_json(), "weight_decay": self.weight_decay, "grad_clip": self.grad_clip,
+            "seed": self.seed,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "schedule": self.schedule.to_json()}
+
+
+@dataclass
+class Trainee:
+    """What the loop trains: a module (moved to the device by the loop) and how to handle it."""
+
+    module: nn.Module
+    descriptor: BaseDescriptor  # pixel range and input-size rules of the module
+    tasks: list[TaskData]
+    validation: list[ValidationSet]
+    set_train_mode: Callable[[nn.Module], None]
+    # The tensors a checkpoint keeps (buffers included) and how to put them back.
+    trainable_state: Callable[[], Mapping[str, torch.Tensor]]
+    load_trainable_state: Callable[[Mapping[str, torch.Tensor]], None]
+    # Pre-training runs one head per step: the other heads get no gradient, which DDP must expect.
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class TrainResult:
+    history: History
+    steps: int
+    trainable_parameters: int
+    world: int
+    device: str
+    precision: Precision
+
+    @property
+    def final_validation(self) -> dict[str, dict[str, float]] | None:
+        return self.history.validations[-1]["tasks"] if self.history.validations else None
+
+    def summary(self, settings: LoopSettings) -> dict[str, Any]:
+        """The run's settings and outcome, for its log and its output's metadata."""
+        return {
+            "steps": settings.steps, "batch": settings.batch, "global_batch": settings.batch * self.world,
+            "patch": settings.patch, "lr": settings.lr, "schedule": settings.schedule.to_json(), "seed": settings.seed,
+            "final_validation": self.final_validation, "best_validation": self.history.best,
+            "seconds": round(self.history.seconds, 1), "trainable_parameters": self.trainable_parameters,
+            "environment": self.environment(),
+        }
+
+    def environment(self) -> dict[str, Any]:
+        """Versions and hardware for the logs: speeds and even results depend on them."""
+        device = torch.device(self.device)
+        return {
+            "adaptir": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": self.device, "precision": self.precision, "processes": self.world,
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        }
+
+
+class TrainingInterrupted(Exception):
+    """The run stopped on request after saving a checkpoint it can `--resume` from."""
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"training interrupted after step {step}; checkpoint saved to {checkpoint}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set `requested`; a second SIGINT raises KeyboardInterrupt (quit, no save)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+StepCallback = Callable[[int], None]
+
+
+def train(
+    trainee: Trainee,
+    settings: LoopSettings,
+    context: Distributed,
+    *,
+    checkpoint: Path,
+    identity: Mapping[str, Any],
+    resume: bool = False,
+    title: str = "training",
+    console: Console | None = None,
+    show_progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train `trainee` for `settings.steps` steps (from the checkpoint's step with `resume`).
+
+    `identity` names what is trained (base, task, data, ...); with the loop's own settings it
+    must match the checkpoint's to resume. `on_step(done)` runs after each optimizer step.
+    Raises TrainingInterrupted after saving a checkpoint when asked to stop.
+    """
+    device = context.device
+    module = trainee.module.to(device)
+    if context.active:
+        use_global_batchnorm(module)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter of the module requires a gradient")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    identity = {**identity, **settings.identity(context.world)}
+    history, start = History(), 0
+    if not resume and checkpoint.exists():
+        raise ResumeError(
+            f"an interrupted run left a checkpoint at {checkpoint}\n"
+            "Hint: add --resume to continue it, or delete the file to start afresh."
+        )
+    if resume:
+        saved = load_checkpoint(checkpoint)
+        check_resumable(saved, identity, checkpoint)
+        trainee.load_trainable_state(saved.trainable)
+        optimizer.load_state_dict(saved.optimizer)
+        restore_rng(saved.rng)
+        history, start = saved.history, saved.step
+    model = _data_parallel(module, context, trainee.find_unused_parameters) if context.active else module
+    # As in restore, `auto` is bf16 only on CUDA and only for bases verified in bf16: training the
+    # adapters of a base whose bf16 function differs (EMT's attention logits) would teach them to
+    # correct bf16 errors that the fp32 inference never makes. Validation measures what restore runs.
+    precision = resolve_precision(settings.precision, device, trainee.descriptor.supports_bf16)
+    val_precision = resolve_precision("auto", device, trainee.descriptor.supports_bf16)
+    pixel_range = trainee.descriptor.pixel_range
+    sampler = BatchSampler(trainee.tasks, settings.patch, settings.batch * context.world, settings.seed)
+    indices = range(context.rank * settings.batch, (context.rank + 1) * settings.batch)
+    progress = TrainingProgress(
+        console or Console(stderr=True), title, settings.steps, start, enabled=show_progress and context.main
+    )
+    seconds_before, session_start = history.seconds, time.perf_counter()
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - session_start
+
+    def validate(done: int) -> None:
+        module.eval()
+        results = evaluate(
+            lambda x, head: module(x * pixel_range, head) / pixel_range,
+            trainee.validation, trainee.descriptor, device, val_precision, context,
+        )
+        score = mean_psnr(results)
+        history.validations.append({"step": done, "seconds": elapsed(), "tasks": results, "psnr": score})
+        if history.best is None or score > history.best["psnr"]:
+            history.best = {"step": done, "psnr": score}
+        progress.validated(done, score, history.best["psnr"], history.best["step"])
+
+    def save(done: int) -> None:
+        history.seconds = elapsed()
+        if context.main:
+            save_checkpoint(checkpoint, Checkpoint(
+                step=done, identity=identity, trainable=dict(trainee.trainable_state()),
+                optimizer=optimizer.state_dict(), rng=rng_state(), history=history,
+            ))
+        barrier(context)  # nobody leaves before the checkpoint is on disk
+
+    with StopRequest() as stop, BatchStream(sampler, indices, settings.steps, settings.workers) as stream, progress:
+        for step in range(start, settings.steps):
+            trainee.set_train_mode(module)
+            batch = stream.get(step)
+            lr = settings.lr * settings.schedule.factor(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            lq, gt = batch.lq.to(device, non_blocking=True), batch.gt.to(device, non_blocking=True)
+            with autocast(device, precision):
+                output = model(lq * pixel_range, batch.head_index) / pixel_range
+            loss = F.l1_loss(output.float(), gt)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip > 0:
+                nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            done = step + 1
+            if on_step is not None:
+                on_step(done)
+            # One collective per step: the mean loss over processes, and whether any was asked to stop.
+            flags = torch.stack([loss.detach().double(), loss.new_tensor(float(stop.requested), dtype=torch.float64)])
+            loss_sum, stops = all_reduce_sum(flags, context).tolist()
+            history.losses.append(loss_sum / context.world)
+            progress.step(done, history.losses[-1], lr)
+            if trainee.validation and (done == settings.steps or (settings.val_every and done % settings.val_every == 0)):
+                validate(done)
+            if done == settings.steps:
+                break  # finished: a stop request now changes nothing
+            if stops or (settings.checkpoint_every and done % settings.checkpoint_every == 0):
+                save(done)
+            if stops:
+                progress.note(f"Stopped after step {done}; checkpoint saved to {checkpoint}.")
+                raise TrainingInterrupted(done, checkpoint)
+    history.seconds = elapsed()
+    return TrainResult(
+        history=history,
+        steps=settings.steps,
+        trainable_parameters=sum(p.numel() for p in params),
+        world=context.world,
+        device=str(device),
+        precision=precision,
+    )
+
+
+def _data_parallel(module: nn.Module, context: Distributed, find_unused_parameters: bool) -> nn.Module:
+    # Buffers are identical in every process anyway (trainable BatchNorm keeps global statistics,
+    # frozen buffers never change), so DDP's buffer broadcast at each forward changes nothing.
+    return DistributedDataParallel(
+        module,
+        device_ids=[context.device.index] if context.device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+    )

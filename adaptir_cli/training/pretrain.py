@@ -1,0 +1,129 @@
+"""Pre-training a whole multi-task base from scratch (the library behind `adaptir pretrain`).
+
+As IPT was pre-trained: one shared body, one head and tail per task, and one task drawn per step
+(the same in every process), so the body learns what the tasks share. Every task's inputs are
+synthesised on the fly from the same clean images (`denoise` is blind: sigma 0-55 per sample;
+`derain` uses the synthetic light rain). Same data, loop, checkpoints and progress as finetune.
+The output is a base `.safetensors` file that `adaptir_cli.bases.load_base_file` loads, plus
+the JSON log beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from safetensors.torch import save_file
+
+from adaptir_cli.bases.compactir import CompactIRConfig, build_compactir, describe
+from adaptir_cli.tasks import get_task
+from adaptir_cli.training.checkpoint import atomic_write, checkpoint_path, log_path, write_json
+from adaptir_cli.training.data import DataError, DataOptions, check_sizes, prepare_images
+from adaptir_cli.training.distributed import Distributed, barrier, setup, shutdown
+from adaptir_cli.training.inputs import check_patch, degradation_for, task_data
+from adaptir_cli.training.loop import LoopSettings, StepCallback, Trainee, TrainResult, train
+
+# Architectures `adaptir pretrain --arch` can build from scratch.
+ARCHITECTURES = ("compactir",)
+# Metadata key of the training summary inside the written base file.
+TRAINING_METADATA_KEY = "adaptir.training"
+
+
+@dataclass(frozen=True)
+class PretrainOutcome:
+    base: Path
+    log: Path
+    result: TrainResult
+    main: bool  # whether this process wrote the files (the first one under torchrun)
+
+
+def compactir_config(tasks: list[str], **sizes: int | None) -> CompactIRConfig:
+    """A CompactIR config with one head per task; size options left as None keep the defaults."""
+    if not tasks:
+        raise DataError("give at least one task to pre-train (--tasks sr2,denoise,...)")
+    if len(set(tasks)) != len(tasks):
+        raise DataError(f"--tasks names a task twice: {','.join(tasks)}")
+    chosen = {name: value for name, value in sizes.items() if value is not None}
+    return CompactIRConfig(tasks=tuple((task, get_task(task).scale) for task in tasks), **chosen)
+
+
+def pretrain(
+    config: CompactIRConfig,
+    out: Path,
+    data: DataOptions,
+    settings: LoopSettings,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    console: Console | None = None,
+    show_progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> PretrainOutcome:
+    """Train a CompactIR base with `config` (one head per task: `compactir_config`) from scratch;
+    write it to `out` (+ `out`.json). Checkpointing, resuming and torchrun behave as in `finetune`.
+    """
+    context = setup(device)
+    try:
+        return _pretrain(config, Path(out), data, settings, context, resume, console, show_progress, on_step)
+    finally:
+        shutdown(context)
+
+
+def _pretrain(
+    config: CompactIRConfig, out: Path, data: DataOptions, settings: LoopSettings, context: Distributed,
+    resume: bool, console: Console | None, show_progress: bool, on_step: StepCallback | None,
+) -> PretrainOutcome:
+    tasks = config.head_names
+    if data.lq is not None or data.degradation is not None:
+        raise DataError("pre-training synthesises every task's inputs from clean images: give --gt only")
+    descriptor = describe(config)
+    check_patch("compactir", descriptor, settings.patch)
+    degradations = {task: degradation_for(data, task) for task in tasks}
+    prepared = prepare_images(data, False, settings.seed, settings.workers)
+    check_sizes(prepared.train, max(get_task(task).scale for task in tasks), settings.patch)
+    task_inputs = [
+        task_data(task, descriptor.heads[task].index, prepared, degradations[task], settings.seed, data.val_crop)
+        for task in tasks
+    ]
+    torch.manual_seed(settings.seed)  # the initial weights; DDP also copies rank 0's to all
+    module = build_compactir(config)
+    trainee = Trainee(
+        module=module,
+        descriptor=descriptor,
+        tasks=[inputs for inputs, _ in task_inputs],
+        validation=[validation for _, validation in task_inputs if validation is not None],
+        set_train_mode=lambda m: m.train(),
+        trainable_state=module.state_dict,
+        load_trainable_state=lambda state: module.load_state_dict(state, strict=True),
+        find_unused_parameters=len(tasks) > 1,
+    )
+    model_config = asdict(config)
+    identity = {"command": "pretrain", "arch": "compactir", "config": model_config, "data": data.to_json(),
+                "images": prepared.train.names}
+    checkpoint = checkpoint_path(out)
+    result = train(
+        trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
+        title=f"pretrain {','.join(tasks)}", console=console, show_progress=show_progress, on_step=on_step,
+    )
+    summary = {
+        **result.summary(settings),
+        "arch": "compactir",
+        "config": model_config,
+        "tasks": tasks,
+        "degradations": degradations,
+        "data": prepared.summary(data),
+    }
+    log = log_path(out)
+    if context.main:
+        state = {key: tensor.detach().cpu().contiguous() for key, tensor in module.state_dict().items()}
+        metadata = {TRAINING_METADATA_KEY: json.dumps(summary, sort_keys=True)}
+        atomic_write(out, lambda temporary: save_file(state, temporary, metadata=metadata))
+        write_json(log, {"command": "pretrain", "settings": settings.to_json(), "summary": summary,
+                         "history": result.history.to_json(), "images": prepared.train.names})
+        checkpoint.unlink(missing_ok=True)
+    barrier(context)
+    return PretrainOutcome(out, log, result, context.main)
+

@@ -1,0 +1,303 @@
+"""Training: data pairing and checks, deterministic sampling, the loop, resume, DDP, pretrain, the CLI.
+
+Everything runs on tiny random bases (EMT, IPT, and a CompactIR pre-trained here for 4 steps) and
+a few generated images; the real BSD400 is only used to check its Rain100L exclusion list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from adaptir_cli.adapters import adapter_state_dict, inject, read_adapter, remove_adapters
+from adaptir_cli.bases import LoadedBase, load_base_file
+from adaptir_cli.bases.ipt import IPT, TINY_CONFIG, official_state_dict
+from adaptir_cli.cli.app import app
+from adaptir_cli.training.checkpoint import ResumeError, checkpoint_path, load_checkpoint
+from adaptir_cli.training.data import (
+    DataError,
+    DataOptions,
+)
+from adaptir_cli.training.finetune import base_state, finetune, tensor_digest
+from adaptir_cli.training.loop import LoopSettings, TrainingInterrupted
+from adaptir_cli.training.schedule import Schedule
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Natural-ish content (low frequencies plus some detail), so restoration has something to learn."""
+    coarse = rng.uniform(0, 255, (height // 8 + 1, width // 8 + 1, 3)).astype(np.float32)
+    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _write(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("clean")
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        _write(folder / f"img{index}.png", _smooth_image(rng, 48, 48))
+    return folder
+
+
+
+def _settings(steps: int, *, batch: int = 2, patch: int = 20, **options: int) -> LoopSettings:
+    """A few quick steps with a fast learning rate and a short warm-up."""
+    return LoopSettings(
+        steps=steps, batch=batch, patch=patch, lr=1e-3, schedule=Schedule("cosine", steps, warmup=1), seed=0, **options
+    )
+
+
+def _run(base_file: Path, clean_dir: Path, out: Path, settings: LoopSettings, **options) -> None:
+    """The reference run's fine-tuning (sr2 on the tiny EMT), from a freshly loaded base."""
+    data = DataOptions(gt=clean_dir, val_fraction=0.25, val_crop=16)
+    finetune(load_base_file(base_file), "sr2", out, data, settings, device="cpu", show_progress=False, **options)
+
+
+@dataclass(frozen=True)
+class Reference:
+    out: Path
+    base: LoadedBase  # the base object trained on, adapters still injected
+    base_before: dict[str, torch.Tensor]  # a copy of its tensors before training
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_emt_file: Path, clean_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """The reference run every interrupted-and-resumed run must reproduce."""
+    out = tmp_path_factory.mktemp("reference") / "sr2.safetensors"
+    base = load_base_file(tiny_emt_file)
+    before = {key: tensor.clone() for key, tensor in base.module.state_dict().items()}
+    data = DataOptions(gt=clean_dir, val_fraction=0.25, val_crop=16)
+    finetune(base, "sr2", out, data, _settings(6, checkpoint_every=2, val_every=3), device="cpu", show_progress=False)
+    return Reference(out, base, before)
+
+
+def _same_run(a: Path, b: Path) -> None:
+    first, second = load_file(a), load_file(b)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    log_a, log_b = (json.loads(path.with_suffix(".json").read_text())["history"] for path in (a, b))
+    assert log_a["losses"] == log_b["losses"]
+    assert [v["tasks"] for v in log_a["validations"]] == [v["tasks"] for v in log_b["validations"]]
+
+
+def test_only_adapter_tensors_change_and_the_base_is_verified(uninterrupted: Reference) -> None:
+    module = uninterrupted.base.module
+    trained = {key: tensor.clone() for key, tensor in adapter_state_dict(module).items()}
+    assert any(key.endswith(".up.weight") and tensor.abs().sum() > 0 for key, tensor in trained.items()), \
+        "the zero-initialised up-projections must have trained"
+    remove_adapters(module)
+    after = module.state_dict()
+    assert after.keys() == uninterrupted.base_before.keys()
+    assert all(torch.equal(after[key], uninterrupted.base_before[key]) for key in after), "the base must not change"
+
+    adapter = read_adapter(uninterrupted.out)
+    assert adapter.base_sha256 == uninterrupted.base.sha256 and adapter.state.keys() == trained.keys()
+    assert all(torch.equal(adapter.state[key], trained[key]) for key in trained)
+    summary = adapter.training
+    assert summary is not None and summary["base_unchanged"] and summary["steps"] == 6
+    assert summary["final_validation"]["psnr"] > 0 and summary["trainable_parameters"] > 0
+    assert summary["data"]["train_images"] == 3 and summary["data"]["validation_images"] == 1
+    log = json.loads(uninterrupted.out.with_suffix(".json").read_text())
+    assert len(log["history"]["losses"]) == 6 and [v["step"] for v in log["history"]["validations"]] == [3, 6]
+    assert not checkpoint_path(uninterrupted.out).exists(), "a finished run removes its checkpoint"
+
+
+def test_base_digest_ignores_injection_but_sees_any_change(tiny_emt_file: Path) -> None:
+    base = load_base_file(tiny_emt_file)
+    before = tensor_digest(base_state(base.module))
+    inject(base.module, base.descriptor, "adaptir")
+    assert tensor_digest(base_state(base.module)) == before
+    with torch.no_grad():
+        next(iter(base_state(base.module).values())).view(-1)[0] += 1
+    assert tensor_digest(base_state(base.module)) != before
+
+
+def test_loss_decreases_when_overfitting_one_image(tiny_emt_file: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    _write(tmp_path / "one" / "x.png", _smooth_image(rng, 40, 40))
+    settings = LoopSettings(steps=30, batch=2, patch=20, lr=3e-2, schedule=Schedule("cosine", 30, 2), workers=0)
+    outcome = finetune(load_base_file(tiny_emt_file), "sr2", tmp_path / "a.safetensors", DataOptions(gt=tmp_path / "one"),
+                       settings, device="cpu", show_progress=False)
+    losses = outcome.result.history.losses
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5]), losses
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(
+    uninterrupted: Reference, tiny_emt_file: Path, clean_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sr2.safetensors"
+
+    def crash(done: int) -> None:
+        if done == 5:
+            raise RuntimeError("killed")
+
+    settings = _settings(6, checkpoint_every=2, val_every=3)
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(tiny_emt_file, clean_dir, out, settings, on_step=crash)
+    assert not out.exists() and load_checkpoint(checkpoint_path(out)).step == 4
+    _run(tiny_emt_file, clean_dir, out, settings, resume=True)
+    _same_run(out, uninterrupted.out)
+
+
+def test_sigint_saves_a_checkpoint_that_resumes_exactly(
+    uninterrupted: Reference, tiny_emt_file: Path, clean_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sr2.safetensors"
+
+    def interrupt(done: int) -> None:
+        if done == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    settings = _settings(6, checkpoint_every=2, val_every=3)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        _run(tiny_emt_file, clean_dir, out, settings, on_step=interrupt)
+    assert stopped.value.step == 3 and load_checkpoint(checkpoint_path(out)).step == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored"
+    with pytest.raises(ResumeError, match="add --resume to continue it"):
+        _run(tiny_emt_file, clean_dir, out, settings)
+    with pytest.raises(ResumeError, match=r"global_batch: checkpoint 2, now 4"):
+        _run(tiny_emt_file, clean_dir, out, _settings(6, batch=4, checkpoint_every=2, val_every=3), resume=True)
+    _run(tiny_emt_file, clean_dir, out, settings, resume=True)
+    _same_run(out, uninterrupted.out)
+
+
+def test_fixed_size_base_trains_on_its_patch_size(tmp_path: Path, clean_dir: Path) -> None:
+    torch.manual_seed(4)
+    path = tmp_path / "ipt_tiny.pt"
+    torch.save(official_state_dict(IPT(TINY_CONFIG)), path)
+    base = load_base_file(path)
+    data = DataOptions(gt=clean_dir, val_fraction=0.25, val_crop=12)
+    with pytest.raises(DataError, match="only takes 12 px inputs; use --patch 12"):
+        finetune(base, "denoise30", tmp_path / "a.safetensors", data, _settings(2), device="cpu", show_progress=False)
+    outcome = finetune(base, "denoise30", tmp_path / "a.safetensors", data, _settings(2, patch=12), device="cpu",
+                       show_progress=False)
+    assert read_adapter(outcome.adapter).task == "denoise30"
+    assert outcome.result.final_validation["denoise30"]["psnr"] > 0
+
+
+# --- scale-out -----------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_what_one_process_with_the_global_batch_trains(
+    tiny_emt_file: Path, clean_dir: Path, tmp_path: Path
+) -> None:
+    """torchrun, 2 gloo CPU processes with --batch 2 each == one process with batch 4.
+
+    The adapters have BatchNorm: with DDP's plain per-process statistics the two runs would
+    differ; GlobalBatchNorm2d normalises with the global batch, so parameters *and* running
+    statistics must agree (to float rounding: the batch sums are reduced in another order).
+    """
+    args = ["--base", str(tiny_emt_file), "--task", "sr2", "--gt", str(clean_dir), "--steps", "3", "--patch", "20",
+            "--lr", "2e-3", "--warmup", "1", "--device", "cpu", "--workers", "0", "--val-fraction", "0.25",
+            "--val-crop", "16", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    ddp = tmp_path / "ddp.safetensors"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(_free_port()), "-m", "adaptir_cli", "finetune", *args, "--batch", "2",
+               "--out", str(ddp)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = tmp_path / "single.safetensors"
+    result = runner.invoke(app, ["finetune", *args, "--batch", "4", "--out", str(single)])
+    assert result.exit_code == 0, result.output
+    two, one = load_file(ddp), load_file(single)
+    assert two.keys() == one.keys()
+    for key in two:
+        assert torch.allclose(two[key], one[key], rtol=1e-5, atol=1e-6), key
+    logs = [json.loads(path.with_suffix(".json").read_text()) for path in (ddp, single)]
+    assert logs[0]["summary"]["global_batch"] == logs[1]["summary"]["global_batch"] == 4
+    assert logs[0]["summary"]["environment"]["processes"] == 2
+    assert np.allclose(logs[0]["history"]["losses"], logs[1]["history"]["losses"], rtol=1e-5)
+
+
+# --- pre-training and the commands -----------------------------------------------------------------
+
+def test_pretrain_command_writes_a_base_that_loads_and_runs_every_head(clean_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "base.safetensors"
+    result = runner.invoke(app, [
+        "pretrain", "--gt", str(clean_dir), "--out", str(out), "--tasks", "sr2,denoise,derain", "--dim", "12",
+        "--blocks", "2", "--attention-heads", "2", "--window", "4", "--steps", "4", "--batch", "2", "--patch", "16",
+        "--val-fraction", "0.25", "--val-crop", "16", "--device", "cpu", "--workers", "0", "--json", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["final_validation"]) == {"sr2", "denoise", "derain"}
+    base = load_base_file(out)
+    assert {name: head.scale for name, head in base.descriptor.heads.items()} == {"sr2": 2, "denoise": 1, "derain": 1}
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        assert base(x, "sr2").shape == (1, 3, 40, 48)
+        assert base(x, "denoise").shape == base(x, "derain").shape == (1, 3, 20, 24)
+    log = json.loads(out.with_suffix(".json").read_text())
+    assert log["summary"]["tasks"] == ["denoise", "derain", "sr2"] and len(log["history"]["losses"]) == 4
+    assert log["summary"]["config"]["dim"] == 12 and not checkpoint_path(out).exists()
+
+    # The new base takes adapters: low light borrows its denoising head.
+    adapter = tmp_path / "lowlight.safetensors"
+    data = DataOptions(gt=clean_dir, val_fraction=0.25, val_crop=16)
+    outcome = finetune(str(out), "lowlight", adapter, data, _settings(2, patch=16), device="cpu", show_progress=False)
+    assert read_adapter(adapter).base_sha256 == base.sha256 and outcome.result.final_validation["lowlight"]["psnr"] > 0
+
+
+def test_finetune_command_writes_an_adapter_that_restore_accepts(
+    tiny_emt_file: Path, clean_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sr2.safetensors"
+    result = runner.invoke(app, [
+        "finetune", "--base", str(tiny_emt_file), "--task", "sr2", "--gt", str(clean_dir), "--out", str(out),
+        "--steps", "2", "--batch", "2", "--patch", "20", "--hidden", "8", "--val-fraction", "0.25",
+        "--device", "cpu", "--workers", "1", "--json", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["adapter"] == str(out) and Path(summary["log"]).is_file()
+    assert read_adapter(out).config.hidden == 8
+    restored = runner.invoke(app, [
+        "restore", str(next(clean_dir.iterdir())), str(tmp_path / "restored"), "--task", "sr2",
+        "--base", str(tiny_emt_file), "--adapter", str(out), "--device", "cpu", "-q",
+    ])
+    assert restored.exit_code == 0, restored.output
+    assert Image.open(next((tmp_path / "restored").iterdir())).size == (96, 96)
+
+
+def test_finetune_command_errors(tiny_emt_file: Path, clean_dir: Path, tmp_path: Path) -> None:
+    common = ["finetune", "--base", str(tiny_emt_file), "--gt", str(clean_dir), "--out", str(tmp_path / "a.safetensors")]
+    unknown = runner.invoke(app, [*common, "--task", "sr5"])
+    assert unknown.exit_code == 2 and "unknown task" in unknown.output
+    wrong_scale = runner.invoke(app, [*common, "--task", "sr2", "--degradation", "denoise30"])
+    assert wrong_scale.exit_code == 1 and "is x1 but task sr2 is x2" in wrong_scale.output
+    no_checkpoint = runner.invoke(app, [*common, "--task", "sr2", "--resume", "--steps", "2", "--patch", "20"])
+    assert no_checkpoint.exit_code == 1 and "no checkpoint to resume" in no_checkpoint.output
