@@ -31,7 +31,15 @@ from adaptir_cli.training.checkpoint import ResumeError, checkpoint_path, load_c
 from adaptir_cli.training.data import (
     DataError,
     DataOptions,
+    ImageSet,
+    check_sizes,
+    holdout,
+    list_images,
+    load_clean,
+    load_pairs,
+    read_name_list,
 )
+from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData, training_degradation
 from adaptir_cli.training.finetune import base_state, finetune, tensor_digest
 from adaptir_cli.training.loop import LoopSettings, TrainingInterrupted
 from adaptir_cli.training.schedule import Schedule
@@ -65,6 +73,84 @@ def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _write(folder / f"img{index}.png", _smooth_image(rng, 48, 48))
     return folder
 
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def test_pairs_by_name_stem_or_template_and_lists_every_missing_input(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png", "c.png"):
+        _write(tmp_path / "gt" / name, _smooth_image(rng, 32, 32))
+    _write(tmp_path / "lq" / "a.png", _smooth_image(rng, 16, 16))
+    _write(tmp_path / "lq" / "b.jpg", _smooth_image(rng, 16, 16))  # same stem, other format
+    with pytest.raises(DataError) as missing:
+        load_pairs(tmp_path / "gt", tmp_path / "lq")
+    assert "1 ground-truth images have no input" in str(missing.value) and "c.png" in str(missing.value)
+    _write(tmp_path / "lq" / "c.png", _smooth_image(rng, 16, 16))
+    assert load_pairs(tmp_path / "gt", tmp_path / "lq").names == ["a.png", "b.png", "c.png"]
+    for name in ("a", "b", "c"):
+        _write(tmp_path / "lq4" / f"{name}x2.png", _smooth_image(rng, 16, 16))
+    paired = load_pairs(tmp_path / "gt", tmp_path / "lq4", template="{stem}x2{ext}")
+    assert paired.lq is not None and paired.lq[0].shape == (16, 16, 3)
+
+
+def test_size_check_lists_every_offending_pair_before_training() -> None:
+    gt = [np.zeros((32, 32, 3), np.uint8), np.zeros((30, 32, 3), np.uint8), np.zeros((33, 33, 3), np.uint8)]
+    lq = [np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)]
+    images = ImageSet(["good.png", "short.png", "modcrop.png"], gt, lq)
+    with pytest.raises(DataError) as error:
+        check_sizes(images, scale=2, patch=8)
+    assert "1 of 3 images" in str(error.value) and "short.png" in str(error.value)
+    with pytest.raises(DataError, match="3 of 3 images"):
+        check_sizes(images, scale=2, patch=20)
+    check_sizes(ImageSet(["x"], [np.zeros((40, 40, 3), np.uint8)]), scale=2, patch=20)
+
+
+def test_exclusion_list_and_seeded_holdout(shared: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "exclude.txt"
+    listing.write_text((REPO / "experiments" / "default" / "rain100l_backgrounds.txt").read_text() + "# a comment\n")
+    names = read_name_list(listing)
+    assert len(names) == 42 and "2092.jpg" in names
+    kept = list_images(shared / "data" / "train" / "BSD400", names)
+    assert len(kept) == 358 and not names & {path.name for path in kept}
+    train, held = holdout(10, 0.2, seed=3)
+    assert len(held) == 2 and sorted(train + held) == list(range(10))
+    assert holdout(10, 0.2, seed=3) == (train, held) and holdout(10, 0.2, seed=4) != (train, held)
+    with pytest.raises(DataError, match="at least 2 images"):
+        holdout(1, 0.5, seed=0)
+
+
+# --- sampling and schedules -----------------------------------------------------------------
+
+
+def _sampler(clean_dir: Path, global_batch: int) -> BatchSampler:
+    images = load_clean(clean_dir)
+    task = TaskData("sr2", 0, 2, images, training_degradation("sr2"))
+    return BatchSampler([task], patch=8, global_batch=global_batch, seed=5)
+
+
+def test_each_process_slice_is_its_part_of_the_global_batch(clean_dir: Path) -> None:
+    sampler = _sampler(clean_dir, global_batch=4)
+    whole = sampler.batch(3, range(4))
+    halves = [sampler.batch(3, indices) for indices in ([0, 1], [2, 3])]
+    assert torch.equal(torch.cat([h.lq for h in halves]), whole.lq)
+    assert torch.equal(torch.cat([h.gt for h in halves]), whole.gt)
+    assert whole.lq.shape == (4, 3, 8, 8) and whole.gt.shape == (4, 3, 16, 16)
+    with BatchStream(sampler, range(4), last_step=5, workers=2) as threaded:
+        for step in range(5):
+            assert torch.equal(threaded.get(step).lq, sampler.batch(step, range(4)).lq)
+    assert not torch.equal(sampler.batch(4, range(4)).lq, whole.lq), "steps draw different samples"
+
+
+def test_schedules_warm_up_then_decay() -> None:
+    cosine = Schedule("cosine", steps=10, warmup=2)
+    assert [cosine.factor(s) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
+    assert cosine.factor(6) == pytest.approx(0.5) and cosine.factor(9) < 0.05
+    steps = Schedule("multistep", steps=100, milestones=(0.5, 0.8), gamma=0.5)
+    assert [steps.factor(s) for s in (0, 49, 50, 79, 80, 99)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    with pytest.raises(ValueError, match="warmup"):
+        Schedule("cosine", steps=5, warmup=5)
 
 
 def _settings(steps: int, *, batch: int = 2, patch: int = 20, **options: int) -> LoopSettings:
