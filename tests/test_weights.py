@@ -112,6 +112,8 @@ def test_shipped_manifest_lists_every_known_base_completely() -> None:
         if entry.kind == "download":
             assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+/raw/[0-9a-f]{40}/.+\.pth", entry.source), entry.name
             assert entry.size and entry.sha256, entry.name
+        elif entry.kind == "bundled":  # shipped in the package (test_default_base.py checks its hash)
+            assert entry.path is not None and entry.path.stat().st_size == entry.size and entry.sha256, entry.name
         else:  # IPT: Google Drive only, no published hash
             assert entry.kind == "manual" and entry.file and entry.sha256 is None and entry.size is None, entry.name
         if entry.heads:  # renamed single-task files must offer a head for every task they list
