@@ -8,13 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from adaptir_cli.adapters import AdaptIRConfig, inject, save_adapter
-from adaptir_cli.bases import load_base_file
-from adaptir_cli.bases.emt import EMT, EMTConfig
 from adaptir_cli.bench.protocol import ProtocolError, make_protocol
 from adaptir_cli.bench.runner import Method, make_pair, run_benchmark, score_image
 from adaptir_cli.cli.app import app

@@ -25,7 +25,7 @@ from adaptir_cli.bench.runner import (
     run_speed,
 )
 from adaptir_cli.cli.common import fail, stderr, usage_error
-from adaptir_cli.cli.restore import _load as load_restorer
+from adaptir_cli.cli.restore import load_restorer
 from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayout, find_dataset
 from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.restorer import Restorer, TileSettings

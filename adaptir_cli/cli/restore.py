@@ -20,9 +20,11 @@ from adaptir_cli.weights.resolve import default_adapter, load_base, load_default
 EXAMPLES = """
 Examples:
 
+  adaptir restore photo.png out/ --task sr2
+
   adaptir restore photo.png out/ --task sr4 --base emt-x4
 
-  adaptir restore rainy/ out/ --task derain --recursive --ext png
+  adaptir restore noisy/ out/ --task denoise --recursive --ext png
 
   adaptir restore a.png b.png out/ --task sr4 --task lr4-noise30 --adapter '' --adapter lr4n30.safetensors
 
@@ -71,7 +73,7 @@ def restore(
     if not jobs:
         fail("no images found in the inputs", "pass image files, or folders holding them (--recursive for sub-folders)")
 
-    restorer = _load(base, device, precision)
+    restorer = load_restorer(base, device, precision)
     if not adapter:  # nothing given: each task gets the adapter the project ships for it, if any
         try:
             jobs = [replace(job, adapter=default_adapter(restorer.base, job.task)) for job in jobs]
@@ -102,7 +104,8 @@ def restore(
         raise typer.Exit(1)
 
 
-def _load(base: str | None, device: str, precision: str) -> Restorer:
+def load_restorer(base: str | None, device: str, precision: str) -> Restorer:
+    """The base named by --base (default: the bundled one) on its device; errors end the command."""
     try:
         with stderr.status(f"Loading {base or 'the default base'} ...", spinner="dots"):
             loaded = load_default_base() if base is None else load_base(base)
