@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from adaptir_cli.imaging.resize import imresize_uint8, modcrop
+from adaptir_cli.metrics import to_uint8
 from adaptir_cli.tasks import UnknownTaskError
 
 # Parameter name -> (low, high) of the uniform range a sampler draws it from.
@@ -31,11 +32,6 @@ ParamRanges = Mapping[str, tuple[float, float]]
 def sample_params(rng: np.random.Generator, ranges: ParamRanges) -> dict[str, float]:
     """Draw every parameter uniformly from its range (in the mapping's order, so seeds replay)."""
     return {name: float(rng.uniform(low, high)) for name, (low, high) in ranges.items()}
-
-
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    # Round half up, like the benchmark protocol's quantisation of outputs.
-    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _to_float(pixels: np.ndarray) -> np.ndarray:
@@ -54,7 +50,7 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"jpeg expects an H x W x 3 RGB image, got shape {img.shape}")
-    bgr = cv2.cvtColor(_to_uint8(img), cv2.COLOR_RGB2BGR)
+    bgr = cv2.cvtColor(to_uint8(img), cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise RuntimeError("OpenCV could not encode the image as JPEG")
@@ -68,7 +64,7 @@ def bicubic_down(img: np.ndarray, scale: int) -> np.ndarray:
     The image is treated as 8-bit and the LR is quantised to 8 bits, because benchmark LR files
     are MATLAB's uint8 output: this reproduces them rather than a float approximation.
     """
-    return _to_float(imresize_uint8(_to_uint8(modcrop(img, scale)), 1.0 / scale))
+    return _to_float(imresize_uint8(to_uint8(modcrop(img, scale)), 1.0 / scale))
 
 
 def lr4_noise30(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
