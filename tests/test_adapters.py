@@ -1,6 +1,6 @@
 """Adapters: generic invariants crossed with a table of (base, method, config) rows, then specifics.
 
-Later methods (LoRA, Adapter, ...) only add rows to ROWS; every invariant then runs for them.
+A new method or config only adds rows to ROWS; every invariant then runs for it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from adaptir_cli.adapters import (
     AdapterMismatchError,
     AdaptIR,
     AdaptIRConfig,
+    AdaptedLayer,
     adapted_layers,
     adapter_state_dict,
     apply_adapter,
@@ -39,10 +40,17 @@ from adaptir_cli.adapters import (
     train_adapters,
 )
 from adaptir_cli.adapters import file_format
+from adaptir_cli.adapters.adaptformer import AdaptFormerConfig
 from adaptir_cli.adapters.adaptir import FrequencyBranch
+from adaptir_cli.adapters.bottleneck import BottleneckConfig
+from adaptir_cli.adapters.lora import LoRA, LoRAConfig
+from adaptir_cli.adapters.ssf import SSFConfig
+from adaptir_cli.bases.compactir import CompactIRConfig, build_compactir
+from adaptir_cli.bases.compactir import describe as describe_compactir
 from adaptir_cli.bases.descriptor import BaseDescriptor, Head
 from adaptir_cli.bases.emt import EMT, EMTConfig
 from adaptir_cli.bases.emt import describe as describe_emt
+from adaptir_cli.bases.emt.arch import shift_pixels
 from adaptir_cli.bases.ipt import IPT, TINY_CONFIG
 from adaptir_cli.bases.ipt import describe as describe_ipt
 from adaptir_cli.bases.model import LoadedBase
@@ -141,6 +149,19 @@ def tiny_ipt_base() -> LoadedBase:
     return _loaded("ipt-tiny", IPT(TINY_CONFIG), describe_ipt(TINY_CONFIG))
 
 
+TINY_COMPACTIR = CompactIRConfig(dim=8, blocks=2, heads=2, window=4, mlp_ratio=2, tasks=(("denoise", 1),))
+
+
+def tiny_compactir_base() -> LoadedBase:
+    torch.manual_seed(6)
+    module = build_compactir(TINY_COMPACTIR)
+    with torch.no_grad():  # its tails start at zero, which would hide every adapter
+        for name, param in module.named_parameters():
+            if name.startswith("tails."):
+                param.uniform_(-0.2, 0.2)
+    return _loaded("compactir-tiny", module, describe_compactir(TINY_COMPACTIR))
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -151,6 +172,8 @@ class Row:
     other_config: Any
     task: str
     size: int
+    # A tensor that must change in the first training step (the zero-initialised one, where there is one).
+    first_to_move: str = "up.weight"
 
     def input(self) -> torch.Tensor:
         return torch.rand(2, 3, self.size, self.size, generator=torch.Generator().manual_seed(5))
@@ -163,12 +186,37 @@ class Row:
         return head_for(get_task(self.task), base.descriptor.heads)
 
 
+ABLATIONS = {
+    "no-lim": AdaptIRConfig(local=False), "no-fam": AdaptIRConfig(frequency=False),
+    "no-cgm": AdaptIRConfig(channel=False), "sum": AdaptIRConfig(ensemble=False),
+}
 ROWS = [
     Row("toy-conv-adaptir", toy_conv_base, "adaptir", AdaptIRConfig(), AdaptIRConfig(hidden=12, rank=3), "denoise", 8),
     Row("toy-tokens-adaptir", toy_token_base, "adaptir", AdaptIRConfig(), AdaptIRConfig(hidden=16), "denoise", 8),
     Row("emt-tiny-adaptir", tiny_emt_base, "adaptir", AdaptIRConfig(), AdaptIRConfig(hidden=10), "sr2", 20),
     Row("ipt-tiny-adaptir", tiny_ipt_base, "adaptir", AdaptIRConfig(), AdaptIRConfig(hidden=9, rank=2), "denoise30",
         12),
+    *(
+        Row(f"toy-conv-adaptir-{name}", toy_conv_base, "adaptir", config, dataclasses.replace(config, hidden=12),
+            "denoise", 8)
+        for name, config in ABLATIONS.items()
+    ),
+    *(
+        row
+        for base_id, base, task, size in (
+            ("toy-conv", toy_conv_base, "denoise", 8), ("toy-tokens", toy_token_base, "denoise", 8),
+            ("emt-tiny", tiny_emt_base, "sr2", 20), ("compactir-tiny", tiny_compactir_base, "denoise", 8),
+        )
+        for row in (
+            Row(f"{base_id}-lora", base, "lora", LoRAConfig(rank=2), LoRAConfig(rank=3, alpha=6), task, size, "up"),
+            Row(f"{base_id}-adapter", base, "adapter", BottleneckConfig(), BottleneckConfig(hidden=5), task, size),
+            Row(f"{base_id}-adaptformer", base, "adaptformer", AdaptFormerConfig(), AdaptFormerConfig(hidden=6),
+                task, size),
+            # SSF has no size knob: its "other" config is the same, so that swap copies tensors.
+            Row(f"{base_id}-ssf", base, "ssf", SSFConfig(), SSFConfig(), task, size, "scale"),
+        )
+    ),
+    Row("ipt-tiny-lora", tiny_ipt_base, "lora", LoRAConfig(), LoRAConfig(rank=2), "denoise30", 12, "up"),
 ]
 table = pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 
@@ -234,7 +282,9 @@ def test_save_read_apply_on_fresh_base_reproduces_output(row: Row, tmp_path: Pat
     assert (adapter.method, adapter.config, adapter.task) == (row.method, row.config, row.task)
     assert (adapter.base_name, adapter.base_sha256) == (base.name, base.sha256)
     assert adapter.training == {"steps": 3, "loss": 0.5}
-    assert any("running_mean" in key for key in adapter.state)  # buffers travel with the adapter
+    assert adapter.state.keys() == adapter_state_dict(base.module).keys()
+    if row.method == "adaptir":
+        assert any("running_mean" in key for key in adapter.state)  # buffers travel with the adapter
 
     fresh = row.base()
     apply_adapter(fresh, adapter)
@@ -265,7 +315,7 @@ def test_one_training_step_changes_only_adapter_tensors(row: Row) -> None:
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     adapter_keys = {key for key in before if ".adapter." in key}
     assert changed and changed <= adapter_keys
-    assert any(key.endswith("up.weight") for key in changed)
+    assert any(key.endswith(f"adapter.{row.first_to_move}") for key in changed)
     remove_adapters(base.module)
     restored = base.module.state_dict()
     assert restored.keys() == original.keys()
@@ -288,7 +338,7 @@ def test_swapping_reproduces_each_adapter(row: Row, tmp_path: Path, monkeypatch:
 
     builds = []
     method = METHODS[row.method]
-    counting = dataclasses.replace(method, build=lambda dim, cfg: builds.append(dim) or method.build(dim, cfg))
+    counting = dataclasses.replace(method, build=lambda site, cfg: builds.append(site) or method.build(site, cfg))
     monkeypatch.setitem(METHODS, row.method, counting)
     apply_adapter(fresh, references["b"][0])  # same method and config: tensors copied, nothing built
     assert builds == []
@@ -322,7 +372,9 @@ def test_adapter_for_other_weights_is_refused_unless_forced(row: Row, tmp_path: 
         check_compatible(misfit, other, force=True)
 
 
-@table
+@pytest.mark.parametrize(
+    "row", [row for row in ROWS if row.method == "adaptir" and row.config.frequency], ids=lambda row: row.id
+)
 def test_frequency_branch_runs_in_float32_under_bf16_autocast(row: Row) -> None:
     base = adapted(row, seed=1)
     seen = []
@@ -356,6 +408,86 @@ def test_adaptir_sizes_follow_the_paper() -> None:
     assert custom.local.a.shape == (32, 5) and custom.channel_gate[1].out_channels == 4
     with pytest.raises(ValueError, match="positive integer"):
         AdaptIRConfig(hidden=0)
+
+
+def test_adaptir_ablations_drop_their_modules() -> None:
+    full = AdaptIR(60)
+    count = {name: sum(p.numel() for p in AdaptIR(60, config).parameters()) for name, config in ABLATIONS.items()}
+    assert all(value < sum(p.numel() for p in full.parameters()) for value in count.values())
+    assert AdaptIR(60, ABLATIONS["no-lim"]).local is None and AdaptIR(60, ABLATIONS["no-fam"]).frequency is None
+    assert AdaptIR(60, ABLATIONS["no-cgm"]).channel_score is None
+    summed = AdaptIR(60, ABLATIONS["sum"])
+    assert summed.channel_gate is None and summed.spatial_gate is None and summed.local is not None
+    with pytest.raises(ValueError, match="needs the local or the frequency branch"):
+        AdaptIRConfig(local=False, frequency=False)
+
+
+def test_lora_merges_exactly_the_low_rank_update() -> None:
+    layer = nn.Linear(6, 5)
+    lora = LoRA(layer, LoRAConfig(rank=2, alpha=3.0))
+    with torch.no_grad():
+        lora.up.normal_()
+    x = torch.randn(4, 6)
+    branch = layer(x) + 1.5 * (x @ lora.down.T @ lora.up.T)
+    torch.testing.assert_close(AdaptedLayer(layer, lora)(x), branch)
+
+    base = tiny_emt_base()  # EMT's layers shift their input before the 1x1 conv: the update must see it too
+    fc1 = base.module.body[0].mlp_list[0].fc1
+    lora = LoRA(fc1, LoRAConfig(rank=3))
+    with torch.no_grad():
+        lora.up.normal_()
+    x = torch.randn(1, fc1.in_channels, 6, 6)
+    delta = (lora.up @ lora.down).reshape(fc1.weight.shape) * lora.scaling
+    shifted = shift_pixels(x, fc1.channel_sets, circular=False)  # what EMT's ShiftConv1x1 really convolves
+    expected = fc1(x) + torch.nn.functional.conv2d(shifted, delta)
+    torch.testing.assert_close(AdaptedLayer(fc1, lora)(x), expected)
+
+
+@pytest.mark.parametrize(
+    ("method", "source"), [("adapter", "output"), ("adaptformer", "input")], ids=["adapter", "adaptformer"]
+)
+def test_bottlenecks_read_the_mlps_output_or_input(method: str, source: str) -> None:
+    base = toy_conv_base()
+    inject(base.module, base.descriptor, method)
+    layer = base.module.blocks[0].mlp
+    randomize_adapters(base.module, seed=1)
+    n = torch.randn(2, TOY_DIM, 5, 5)
+    with torch.no_grad():
+        out = layer.base_layer(n)
+        branch = layer.adapter(out if source == "output" else n)
+        torch.testing.assert_close(layer(n), out + branch)
+    assert layer.adapter.scale == (1.0 if method == "adapter" else AdaptFormerConfig().scale)
+
+
+def test_layer_methods_adapt_the_dense_layers_of_each_mlp() -> None:
+    base = tiny_compactir_base()  # MLP: fc1, depthwise 3x3, fc2: the depthwise kernel is left alone
+    names = inject(base.module, base.descriptor, "ssf")
+    assert [name.rsplit(".", 1)[1] for name in names] == ["fc1", "fc2"] * TINY_COMPACTIR.blocks
+    fc1 = adapted_layers(base.module)[names[0]]
+    assert fc1.adapter.scale.shape == (TINY_COMPACTIR.dim * TINY_COMPACTIR.mlp_ratio,)
+    x = torch.randn(1, TINY_COMPACTIR.dim, 4, 4)
+    with torch.no_grad():
+        fc1.adapter.scale.uniform_(0.5, 1.5)
+        fc1.adapter.shift.normal_()
+        expected = fc1.base_layer(x) * fc1.adapter.scale[:, None, None] + fc1.adapter.shift[:, None, None]
+        torch.testing.assert_close(fc1(x), expected)
+    token_base = toy_token_base()
+    inject(token_base.module, token_base.descriptor, "ssf")
+    linear = token_base.module.blocks[0].mlp[0]
+    assert isinstance(linear, AdaptedLayer) and linear.adapter.channels_last
+
+
+def test_method_configs_parse_command_line_values() -> None:
+    assert METHODS["lora"].config_from_strings({"rank": "8", "alpha": "16"}) == LoRAConfig(rank=8, alpha=16.0)
+    assert METHODS["adaptir"].config_from_strings({"frequency": "false", "hidden": "none"}) == AdaptIRConfig(
+        frequency=False
+    )
+    with pytest.raises(ValueError, match="no field 'width'; its fields: hidden, scale"):
+        METHODS["adaptformer"].config_from_strings({"width": "3"})
+    with pytest.raises(ValueError, match="rank takes an integer, got 'two'"):
+        METHODS["lora"].config_from_strings({"rank": "two"})
+    with pytest.raises(ValueError, match="LoRAConfig.rank must be a positive integer"):
+        LoRAConfig(rank=0)
 
 
 def test_seq_first_tokens_are_viewed_on_a_row_major_grid() -> None:

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from adaptir_cli.adapters import adapter_state_dict, inject, read_adapter, remove_adapters
+from adaptir_cli.adapters.lora import LoRAConfig
 from adaptir_cli.bases import LoadedBase, load_base_file
 from adaptir_cli.bases.ipt import IPT, TINY_CONFIG, official_state_dict
 from adaptir_cli.cli.app import app
@@ -364,13 +365,13 @@ def test_finetune_command_writes_an_adapter_that_restore_accepts(
     out = tmp_path / "sr2.safetensors"
     result = runner.invoke(app, [
         "finetune", "--base", str(tiny_emt_file), "--task", "sr2", "--gt", str(clean_dir), "--out", str(out),
-        "--steps", "2", "--batch", "2", "--patch", "20", "--hidden", "8", "--val-fraction", "0.25",
-        "--device", "cpu", "--workers", "1", "--json", "--quiet",
+        "--steps", "2", "--batch", "2", "--patch", "20", "--method", "lora", "--rank", "3", "--set", "alpha=6",
+        "--val-fraction", "0.25", "--device", "cpu", "--workers", "1", "--json", "--quiet",
     ])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["adapter"] == str(out) and Path(summary["log"]).is_file()
-    assert read_adapter(out).config.hidden == 8
+    assert read_adapter(out).config == LoRAConfig(rank=3, alpha=6.0)
     restored = runner.invoke(app, [
         "restore", str(next(clean_dir.iterdir())), str(tmp_path / "restored"), "--task", "sr2",
         "--base", str(tiny_emt_file), "--adapter", str(out), "--device", "cpu", "-q",
@@ -385,5 +386,9 @@ def test_finetune_command_errors(tiny_emt_file: Path, clean_dir: Path, tmp_path:
     assert unknown.exit_code == 2 and "unknown task" in unknown.output
     wrong_scale = runner.invoke(app, [*common, "--task", "sr2", "--degradation", "denoise30"])
     assert wrong_scale.exit_code == 1 and "is x1 but task sr2 is x2" in wrong_scale.output
+    misfit = runner.invoke(app, [*common, "--task", "sr2", "--method", "lora", "--hidden", "4"])
+    assert misfit.exit_code == 2 and "LoRAConfig has no field 'hidden'; its fields: rank, alpha" in misfit.output
+    malformed = runner.invoke(app, [*common, "--task", "sr2", "--set", "frequency"])
+    assert malformed.exit_code == 2 and "--set takes KEY=VALUE, got 'frequency'" in malformed.output
     no_checkpoint = runner.invoke(app, [*common, "--task", "sr2", "--resume", "--steps", "2", "--patch", "20"])
     assert no_checkpoint.exit_code == 1 and "no checkpoint to resume" in no_checkpoint.output

@@ -1,10 +1,11 @@
 """Injecting adapters from outside a base: wrap each transformer MLP, peft-style.
 
 The base's code never mentions adapters. `inject` walks `named_modules()`, and every module whose
-qualified name fullmatches the descriptor's `mlp_pattern` is replaced in its parent by an
-`AdaptedMLP` holding the original MLP (`base_layer`) and one adapter beside it. Because of that
-wrapping, the base's own tensors appear under "{target}.base_layer.*" while adapters are injected;
-`remove_adapters` restores the original module tree and key names.
+qualified name fullmatches the descriptor's `mlp_pattern` (or, for methods placed on "layers",
+every dense layer inside such a module) is replaced in its parent by a wrapper holding the
+original module (`base_layer`) and one adapter. Because of that wrapping, the base's own tensors
+appear under "{target}.base_layer.*" while adapters are injected; `remove_adapters` restores the
+original module tree and key names.
 """
 
 from __future__ import annotations
@@ -19,44 +20,57 @@ import torch
 from torch import nn
 
 from adaptir_cli.adapters.errors import AdapterMismatchError
-from adaptir_cli.adapters.methods import get_method
+from adaptir_cli.adapters.methods import Method, Placement, get_method
 from adaptir_cli.bases.descriptor import BaseDescriptor, MLPLayout
 
 # Set on the injected root: (method name, config), so hot-swap can tell whether modules can be reused.
 _INJECTION_ATTR = "_adaptir_injection"
 
 
-class AdaptedMLP(nn.Module):
-    """`base_layer(n) + adapter(n viewed as a feature map)`, or exactly `base_layer(n)` when disabled.
+class AdaptedModule(nn.Module):
+    """A frozen `base_layer` with an `adapter`; when disabled it computes exactly `base_layer`."""
 
-    layout "nchw": `n` is already (N, d, H, W). layout "seq_first": `n` is tokens (L, N, d) in
-    row-major order of a `grid` of rows x cols = L; `grid=None` takes the square sqrt(L) x sqrt(L).
+    def __init__(self, base_layer: nn.Module, adapter: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = adapter
+        self.enabled = True
+
+
+class AdaptedMLP(AdaptedModule):
+    """`base_layer(n) + adapter(source)`: the source is `n` ("parallel") or `base_layer(n)` ("sequential").
+
+    The adapter sees feature maps. layout "nchw": tensors already are (N, d, H, W). layout
+    "seq_first": tokens (L, N, d) in row-major order of a `grid` of rows x cols = L; `grid=None`
+    takes the square sqrt(L) x sqrt(L).
     """
 
     def __init__(
-        self, base_layer: nn.Module, adapter: nn.Module, layout: MLPLayout, grid: tuple[int, int] | None = None
+        self, base_layer: nn.Module, adapter: nn.Module, layout: MLPLayout, grid: tuple[int, int] | None = None,
+        placement: Placement = "parallel",
     ) -> None:
-        super().__init__()
+        super().__init__(base_layer, adapter)
         if layout not in get_args(MLPLayout):
             raise ValueError(f"unknown MLP layout {layout!r}; expected one of {get_args(MLPLayout)}")
-        self.base_layer = base_layer
-        self.adapter = adapter
+        if placement not in ("parallel", "sequential"):
+            raise ValueError(f"an MLP adapter runs in parallel or in sequence, not {placement!r}")
         self.layout = layout
         self.grid = grid
-        self.enabled = True
+        self.placement = placement
 
     def extra_repr(self) -> str:
-        return f"layout={self.layout!r}, grid={self.grid}, enabled={self.enabled}"
+        return f"layout={self.layout!r}, grid={self.grid}, placement={self.placement!r}, enabled={self.enabled}"
 
     def forward(self, n: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(n)
         if not self.enabled:
             return out
+        source = n if self.placement == "parallel" else out
         if self.layout == "nchw":
-            return out + self.adapter(n)
-        length, batch, dim = n.shape
+            return out + self.adapter(source)
+        length, batch, dim = source.shape
         rows, cols = self._grid_for(length)
-        feature_map = n.permute(1, 2, 0).reshape(batch, dim, rows, cols)
+        feature_map = source.permute(1, 2, 0).reshape(batch, dim, rows, cols)
         correction = self.adapter(feature_map).reshape(batch, dim, length).permute(2, 0, 1)
         return out + correction
 
@@ -72,8 +86,18 @@ class AdaptedMLP(nn.Module):
         return side, side
 
 
+class AdaptedLayer(AdaptedModule):
+    """One linear or convolution layer inside an MLP, computed through its adapter: `adapter(base_layer, x)`."""
+
+    def extra_repr(self) -> str:
+        return f"enabled={self.enabled}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.base_layer, x) if self.enabled else self.base_layer(x)
+
+
 def target_names(module: nn.Module, pattern: str) -> list[str]:
-    """Qualified names of the modules `inject` wraps: fullmatches of `pattern`, never nested in one another."""
+    """Qualified names of the MLPs: fullmatches of `pattern`, never nested in one another."""
     regex = re.compile(pattern)
     found: list[str] = []
     for name, _ in module.named_modules():
@@ -85,8 +109,44 @@ def target_names(module: nn.Module, pattern: str) -> list[str]:
     return found
 
 
-def adapted_layers(module: nn.Module) -> dict[str, AdaptedMLP]:
-    return {name: child for name, child in module.named_modules() if isinstance(child, AdaptedMLP)}
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return module.base_layer if isinstance(module, AdaptedModule) else module
+
+
+def _dense_layers(mlp: nn.Module) -> dict[str, nn.Module]:
+    """The linear and dense (groups = 1) convolution layers of an MLP, by name relative to it.
+
+    Depthwise convolutions are left out: a low-rank update of a (c, 1, k, k) kernel saves nothing.
+    Layers already wrapped by another method's adapter are seen through.
+    """
+    found: dict[str, nn.Module] = {}
+    for name, child in mlp.named_modules():
+        if not name or any(name.startswith(f"{known}.") for known in found):
+            continue
+        layer = _unwrapped(child)
+        if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1):
+            found[name] = layer
+    return found
+
+
+def adapter_sites(module: nn.Module, descriptor: BaseDescriptor, placement: Placement) -> dict[str, nn.Module]:
+    """Where a method's adapters go: qualified name -> the frozen module each one adapts.
+
+    The MLPs for MLP placements; for "layers", the dense layers inside every MLP. Names are those
+    of the bare base, whatever is injected at the moment.
+    """
+    mlps = {name: _unwrapped(module.get_submodule(name)) for name in target_names(module, descriptor.mlp_pattern)}
+    if placement != "layers":
+        return mlps
+    return {f"{name}.{rel}": layer for name, mlp in mlps.items() for rel, layer in _dense_layers(mlp).items()}
+
+
+def _build(method: Method, descriptor: BaseDescriptor, site: nn.Module, config: Any) -> nn.Module:
+    return method.build(site if method.placement == "layers" else descriptor.mlp_dim, config)
+
+
+def adapted_layers(module: nn.Module) -> dict[str, AdaptedModule]:
+    return {name: child for name, child in module.named_modules() if isinstance(child, AdaptedModule)}
 
 
 def injected_method(module: nn.Module) -> tuple[str, Any] | None:
@@ -95,9 +155,10 @@ def injected_method(module: nn.Module) -> tuple[str, Any] | None:
 
 
 def inject(module: nn.Module, descriptor: BaseDescriptor, method_name: str, config: Any = None) -> list[str]:
-    """Wrap every MLP of `module` with a fresh adapter of `method_name`; returns the wrapped names.
+    """Wrap every site of `method_name` (MLPs, or the layers inside them) with a fresh adapter;
+    returns the wrapped names.
 
-    New adapters take the device, float dtype and train/eval mode of the MLP they wrap, so a
+    New adapters take the device, float dtype and train/eval mode of the module they wrap, so a
     frozen base in eval mode gets adapters whose BatchNorm uses its running statistics.
     """
     method = get_method(method_name)
@@ -105,33 +166,35 @@ def inject(module: nn.Module, descriptor: BaseDescriptor, method_name: str, conf
     method.check_config(config)
     if adapted_layers(module):
         raise ValueError("adapters are already injected into this base; call remove_adapters() first")
-    if descriptor.mlp_dim < 1:
+    if method.placement != "layers" and descriptor.mlp_dim < 1:
         raise ValueError(
             f"the {descriptor.architecture} descriptor gives no MLP width (mlp_dim); cannot size adapters"
         )
-    targets = target_names(module, descriptor.mlp_pattern)
-    if not targets:
+    sites = adapter_sites(module, descriptor, method.placement)
+    if not sites:
         raise ValueError(
-            f"no MLP modules matched {descriptor.mlp_pattern!r} in this {descriptor.architecture} base; "
-            "the descriptor's mlp_pattern must fullmatch qualified module names as listed by named_modules()"
+            f"no {'layers inside ' if method.placement == 'layers' else ''}MLP modules matched "
+            f"{descriptor.mlp_pattern!r} in this {descriptor.architecture} base; the descriptor's mlp_pattern "
+            "must fullmatch qualified module names as listed by named_modules()"
         )
-    for name in targets:
-        base_layer = module.get_submodule(name)
-        adapter = method.build(descriptor.mlp_dim, config)
-        reference = next(
-            (t for t in chain(base_layer.parameters(), base_layer.buffers()) if t.is_floating_point()), None
-        )
+    for name, site in sites.items():
+        adapter = _build(method, descriptor, site, config)
+        reference = next((t for t in chain(site.parameters(), site.buffers()) if t.is_floating_point()), None)
         if reference is not None:
             adapter.to(device=reference.device, dtype=reference.dtype)
-        adapter.train(base_layer.training)
+        adapter.train(site.training)
+        if method.placement == "layers":
+            wrapper: AdaptedModule = AdaptedLayer(site, adapter)
+        else:
+            wrapper = AdaptedMLP(site, adapter, descriptor.mlp_layout, placement=method.placement)
         parent, _, child = name.rpartition(".")
-        setattr(module.get_submodule(parent), child, AdaptedMLP(base_layer, adapter, descriptor.mlp_layout))
+        setattr(module.get_submodule(parent), child, wrapper)
     setattr(module, _INJECTION_ATTR, (method_name, config))
-    return targets
+    return list(sites)
 
 
 def remove_adapters(module: nn.Module) -> list[str]:
-    """Put every wrapped MLP back in place; returns the names that were unwrapped."""
+    """Put every wrapped module back in place; returns the names that were unwrapped."""
     layers = adapted_layers(module)
     for name, layer in layers.items():
         parent, _, child = name.rpartition(".")
@@ -182,20 +245,18 @@ def expected_adapter_shapes(
     """Shapes an adapter state of this method and config must have on this base.
 
     Read from the injected adapters when they are of the same method and config; otherwise from
-    one reference adapter built on the meta device (no memory, no initialisation cost).
+    reference adapters built on the meta device (no memory, no initialisation cost).
     """
     if injected_method(module) == (method_name, config):
         return {key: tensor.shape for key, tensor in adapter_state_dict(module).items()}
     method = get_method(method_name)
     method.check_config(config)
-    with torch.device("meta"):
-        reference = method.build(descriptor.mlp_dim, config)
-    shapes = {key: tensor.shape for key, tensor in reference.state_dict().items()}
-    return {
-        f"{target}.{key}": shape
-        for target in target_names(module, descriptor.mlp_pattern)
-        for key, shape in shapes.items()
-    }
+    shapes = {}
+    for name, site in adapter_sites(module, descriptor, method.placement).items():
+        with torch.device("meta"):
+            reference = _build(method, descriptor, site, config)
+        shapes.update({f"{name}.{key}": tensor.shape for key, tensor in reference.state_dict().items()})
+    return shapes
 
 
 def load_adapter_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from adaptir_cli.adapters import get_method
+from adaptir_cli.adapters import METHODS, get_method
 from adaptir_cli.cli import training_options as opt
 from adaptir_cli.cli.common import stderr
 from adaptir_cli.tasks import TASKS, get_task
@@ -23,6 +23,10 @@ Examples:
   adaptir finetune --base emt-x4 --task sr4 --gt DIV2K_HR/ --lq DIV2K_LR_x4/ --lq-template '{stem}x4{ext}' --out sr4.safetensors
 
   adaptir finetune --base base.safetensors --task lowlight --gt BSD400/ --steps 20000 --hidden 24 --out lowlight.safetensors
+
+  adaptir finetune ... --method lora --rank 8 --set alpha=16        # a PETL baseline; see docs/methods.md
+
+  adaptir finetune ... --method adaptir --set frequency=false       # an AdaptIR ablation (no FAM branch)
 
   adaptir finetune ... --resume                      # continue after Ctrl-C or a crash
 
@@ -48,12 +52,18 @@ def finetune(
     val_lq: Optional[Path] = opt.VAL_LQ,
     val_fraction: float = opt.VAL_FRACTION,
     val_crop: int = opt.VAL_CROP,
-    method: str = typer.Option("adaptir", "--method", help="Adapter method."),
+    method: str = typer.Option("adaptir", "--method", help=f"Adapter method ({', '.join(METHODS)})."),
     hidden: Optional[int] = typer.Option(
-        None, "--hidden", min=1, help="Adapter hidden width (AdaptIR default: max(8, d // 24))."
+        None, "--hidden", min=1,
+        help="Hidden width of adaptir, adapter, adaptformer (default: max(8, d // 24)).",
     ),
     rank: Optional[int] = typer.Option(
-        None, "--rank", min=1, help="Rank of AdaptIR's low-rank local kernel (default: hidden // 2)."
+        None, "--rank", min=1, help="Rank of lora's updates (default 4), or of adaptir's local kernel (hidden // 2).",
+    ),
+    settings_: list[str] = typer.Option(
+        [], "--set",
+        help="Any other field of the method's config, KEY=VALUE (lora alpha, adaptformer scale, adaptir "
+        "local/frequency/channel/ensemble for the ablations); repeatable.",
     ),
     steps: int = opt.STEPS,
     batch: int = opt.BATCH,
@@ -77,8 +87,9 @@ def finetune(
     try:
         get_task(task)
         spec = get_method(method)
-        fields = {name: value for name, value in (("hidden", hidden), ("rank", rank)) if value is not None}
-        config = spec.config_from_dict(fields)
+        fields = dict(_key_value(text) for text in settings_)
+        fields |= {name: str(value) for name, value in (("hidden", hidden), ("rank", rank)) if value is not None}
+        config = spec.config_from_strings(fields)
     except (KeyError, ValueError) as error:
         opt.usage_failure(error)
     settings = opt.loop_settings(
@@ -98,3 +109,10 @@ def finetune(
     if outcome.main:
         opt.report_outcome("adapter", outcome.adapter, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
                            task=task)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise ValueError(f"--set takes KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()

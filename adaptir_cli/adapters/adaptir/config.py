@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-# The paper sizes the hidden width as d // 24 (IPT: 576 -> 24, 0.6 % of the base's parameters).
-HIDDEN_DIVISOR = 24
-
-
-def reduced(width: int, factor: int) -> int:
-    """`width // factor`, floored at 1: small bases (d = 36, 60) would otherwise get 0-wide layers."""
-    return max(1, width // factor)
+from adaptir_cli.adapters.fields import MIN_HIDDEN, check_config_fields, default_hidden, reduced
 
 
 @dataclass(frozen=True)
 class AdaptIRConfig:
-    """Widths of an AdaptIR adapter; `None` derives the value from the base's MLP width d."""
+    """Widths of an AdaptIR adapter (`None` derives the value from the base's MLP width d), and the
+    switches of the paper's ablations (all on: the full method)."""
 
     hidden: int | None = field(
         default=None,
@@ -29,20 +24,28 @@ class AdaptIRConfig:
         metadata={"help": "rank r of the local branch's low-rank 3x3 depthwise kernel; default h // 2"},
     )
     min_hidden: int = field(
-        default=8,
+        default=MIN_HIDDEN,
         metadata={"help": "floor of the default hidden width, so that h // 8 stays >= 1 on small bases"},
+    )
+    local: bool = field(default=True, metadata={"help": "the local branch (LIM); false: ablation 'w/o LIM'"})
+    frequency: bool = field(
+        default=True, metadata={"help": "the frequency branch (FAM); false: ablation 'w/o FAM'"}
+    )
+    channel: bool = field(
+        default=True, metadata={"help": "the channel score (CGM); false: ablation 'w/o CGM'"}
+    )
+    ensemble: bool = field(
+        default=True,
+        metadata={"help": "the gated adaptive ensemble; false: the branches are simply summed (ablation)"},
     )
 
     def __post_init__(self) -> None:
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            if value is None and spec.name != "min_hidden":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"AdaptIRConfig.{spec.name} must be a positive integer, got {value!r}")
+        check_config_fields(self)
+        if not (self.local or self.frequency):
+            raise ValueError("AdaptIRConfig needs the local or the frequency branch (local or frequency true)")
 
     def hidden_width(self, dim: int) -> int:
-        return self.hidden if self.hidden is not None else max(self.min_hidden, dim // HIDDEN_DIVISOR)
+        return self.hidden if self.hidden is not None else default_hidden(dim, self.min_hidden)
 
     def rank_for(self, hidden: int) -> int:
         return self.rank if self.rank is not None else reduced(hidden, 2)

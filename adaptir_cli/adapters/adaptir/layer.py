@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
 
-from adaptir_cli.adapters.adaptir.config import AdaptIRConfig, reduced
+from adaptir_cli.adapters.adaptir.config import AdaptIRConfig
+from adaptir_cli.adapters.fields import reduced
 
 _KERNEL = 3
 
@@ -90,7 +91,11 @@ class ChannelScore(nn.Module):
 
 
 class AdaptIR(nn.Module):
-    """One AdaptIR adapter for an MLP of width `dim` (METHOD.md section 3)."""
+    """One AdaptIR adapter for an MLP of width `dim` (METHOD.md section 3).
+
+    The config's ablation switches drop a branch (its modules are not built, so the parameter
+    count shrinks as in the paper's ablation table) or replace the gated ensemble by a plain sum.
+    """
 
     def __init__(self, dim: int, config: AdaptIRConfig | None = None) -> None:
         super().__init__()
@@ -98,28 +103,41 @@ class AdaptIR(nn.Module):
         hidden = config.hidden_width(dim)
         # BatchNorm carries running statistics: an adapter's state includes its buffers.
         self.down = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.BatchNorm2d(hidden))
-        self.local = LowRankDepthwise(hidden, config.rank_for(hidden))
-        self.frequency = FrequencyBranch(hidden)
-        self.channel_score = ChannelScore(hidden)
-        gate_width = reduced(hidden, 8)
-        self.channel_gate = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden, gate_width, 1), nn.GELU(), nn.Conv2d(gate_width, hidden, 1),
-            nn.Sigmoid(),
-        )
-        self.spatial_gate = nn.Sequential(nn.Conv2d(hidden, 1, 1), nn.Sigmoid())
+        self.local = LowRankDepthwise(hidden, config.rank_for(hidden)) if config.local else None
+        self.frequency = FrequencyBranch(hidden) if config.frequency else None
+        self.channel_score = ChannelScore(hidden) if config.channel else None
+        self.channel_gate = self.spatial_gate = None
+        # The gates cross the branches, so they exist only when both branches do.
+        if config.ensemble and config.local and config.frequency:
+            gate_width = reduced(hidden, 8)
+            self.channel_gate = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden, gate_width, 1), nn.GELU(),
+                nn.Conv2d(gate_width, hidden, 1), nn.Sigmoid(),
+            )
+            self.spatial_gate = nn.Sequential(nn.Conv2d(hidden, 1, 1), nn.Sigmoid())
+            # Zero gates start both mixtures at 0.5.
+            for conv in (self.channel_gate[3], self.spatial_gate[0]):
+                init.zeros_(conv.weight)
+                init.zeros_(conv.bias)
         self.up = nn.Conv2d(hidden, dim, 1, bias=False)
-        # Zero gates start both mixtures at 0.5; the zero up-projection makes the adapter output
-        # exactly 0, so the adapted base equals the pre-trained one at initialisation.
-        for conv in (self.channel_gate[3], self.spatial_gate[0]):
-            init.zeros_(conv.weight)
-            init.zeros_(conv.bias)
+        # The zero up-projection makes the adapter output exactly 0, so the adapted base equals
+        # the pre-trained one at initialisation.
         init.zeros_(self.up.weight)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.down(features)
-        local = self.local(x)
-        global_ = self.frequency(x).to(local.dtype)  # back to the autocast dtype of the other branches
-        # Each expert is gated by the other's summary: the global branch's channel statistics
-        # weigh the local features, the local branch's spatial map weighs the global ones.
-        mix = self.channel_gate(global_) * local + self.spatial_gate(local) * global_
-        return self.up(self.channel_score(x) * mix)
+        local = self.local(x) if self.local is not None else None
+        global_ = self.frequency(x) if self.frequency is not None else None
+        if local is not None and global_ is not None:
+            global_ = global_.to(local.dtype)  # back to the autocast dtype of the other branch
+        if local is None or global_ is None:
+            mix = local if global_ is None else global_
+        elif self.channel_gate is None:
+            mix = local + global_
+        else:
+            # Each expert is gated by the other's summary: the global branch's channel statistics
+            # weigh the local features, the local branch's spatial map weighs the global ones.
+            mix = self.channel_gate(global_) * local + self.spatial_gate(local) * global_
+        if self.channel_score is not None:
+            mix = self.channel_score(x) * mix
+        return self.up(mix)
