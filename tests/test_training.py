@@ -286,7 +286,7 @@ def test_fixed_size_base_trains_on_its_patch_size(tmp_path: Path, clean_dir: Pat
         finetune(base, "denoise30", tmp_path / "a.safetensors", data, _settings(2), device="cpu", show_progress=False)
     outcome = finetune(base, "denoise30", tmp_path / "a.safetensors", data, _settings(2, patch=12), device="cpu",
                        show_progress=False)
-    assert read_adapter(outcome.adapter).task == "denoise30"
+    assert read_adapter(outcome.output).task == "denoise30"
     assert outcome.result.final_validation["denoise30"]["psnr"] > 0
 
 
@@ -388,6 +388,8 @@ def test_finetune_command_errors(tiny_emt_file: Path, clean_dir: Path, tmp_path:
     assert wrong_scale.exit_code == 1 and "is x1 but task sr2 is x2" in wrong_scale.output
     misfit = runner.invoke(app, [*common, "--task", "sr2", "--method", "lora", "--hidden", "4"])
     assert misfit.exit_code == 2 and "LoRAConfig has no field 'hidden'; its fields: rank, alpha" in misfit.output
+    sized_full = runner.invoke(app, [*common, "--task", "sr2", "--method", "full", "--rank", "2"])
+    assert sized_full.exit_code == 2 and "--method full trains the whole base" in sized_full.output
     malformed = runner.invoke(app, [*common, "--task", "sr2", "--set", "frequency"])
     assert malformed.exit_code == 2 and "--set takes KEY=VALUE, got 'frequency'" in malformed.output
     no_checkpoint = runner.invoke(app, [*common, "--task", "sr2", "--resume", "--steps", "2", "--patch", "20"])

@@ -12,6 +12,7 @@ from adaptir_cli.cli import training_options as opt
 from adaptir_cli.cli.common import stderr
 from adaptir_cli.tasks import TASKS, get_task
 from adaptir_cli.training.data import DataOptions
+from adaptir_cli.training.finetune import FULL
 from adaptir_cli.training.finetune import finetune as run_finetune
 from adaptir_cli.training.sampling import degradation_names
 
@@ -52,7 +53,10 @@ def finetune(
     val_lq: Optional[Path] = opt.VAL_LQ,
     val_fraction: float = opt.VAL_FRACTION,
     val_crop: int = opt.VAL_CROP,
-    method: str = typer.Option("adaptir", "--method", help=f"Adapter method ({', '.join(METHODS)})."),
+    method: str = typer.Option(
+        "adaptir", "--method",
+        help=f"Adapter method ({', '.join(METHODS)}), or {FULL} to fine-tune the whole base (the reference).",
+    ),
     hidden: Optional[int] = typer.Option(
         None, "--hidden", min=1,
         help="Hidden width of adaptir, adapter, adaptformer (default: max(8, d // 24)).",
@@ -86,10 +90,14 @@ def finetune(
     """Train an adapter for TASK on a frozen base: only the adapter's tensors change."""
     try:
         get_task(task)
-        spec = get_method(method)
         fields = dict(_key_value(text) for text in settings_)
         fields |= {name: str(value) for name, value in (("hidden", hidden), ("rank", rank)) if value is not None}
-        config = spec.config_from_strings(fields)
+        if method == FULL:
+            if fields:
+                raise ValueError("--method full trains the whole base: it takes no --hidden, --rank or --set")
+            config = None
+        else:
+            config = get_method(method).config_from_strings(fields)
     except (KeyError, ValueError) as error:
         opt.usage_failure(error)
     settings = opt.loop_settings(
@@ -107,7 +115,7 @@ def finetune(
             console=stderr, show_progress=not quiet,
         )
     if outcome.main:
-        opt.report_outcome("adapter", outcome.adapter, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
+        opt.report_outcome("base" if method == FULL else "adapter", outcome.output, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
                            task=task)
 
 

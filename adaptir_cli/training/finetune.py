@@ -5,6 +5,10 @@ every base tensor taken before the adapters are injected is compared after train
 changed by training would make every adapter trained on it unusable with the published weights.
 The result is an adapter file (adapters/file_format.py) whose metadata carries the training
 summary, plus a JSON log beside it with the settings and the loss/validation history.
+
+`method="full"` is the reference PETL methods are measured against (`adaptir experiment`'s
+"full" runs): every tensor of the base trains, with the same data, loop and settings, and the
+result is a new base file, written as `adaptir pretrain` writes one.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ from adaptir_cli.adapters import (
 )
 from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.tasks import get_task, head_for
+from adaptir_cli.training.base_file import save_base
 from adaptir_cli.training.checkpoint import checkpoint_path, log_path, write_json
-from adaptir_cli.training.data import DataError, DataOptions, check_sizes, prepare_images
+from adaptir_cli.training.data import DataError, DataOptions, PreparedData, check_sizes, prepare_images
 from adaptir_cli.training.distributed import Distributed, barrier, setup, shutdown
 from adaptir_cli.training.inputs import check_patch, degradation_for, task_data
 from adaptir_cli.training.loop import LoopSettings, StepCallback, Trainee, TrainResult, train
+from adaptir_cli.training.sampling import TaskData
+from adaptir_cli.training.validation import ValidationSet
 
 
 def tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -67,9 +74,13 @@ def base_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+# The `method` that trains the whole base instead of an adapter.
+FULL = "full"
+
+
 @dataclass(frozen=True)
 class FinetuneOutcome:
-    adapter: Path
+    output: Path  # the adapter file; for method "full", the tuned base's weights file
     log: Path
     result: TrainResult
     main: bool  # whether this process wrote the files (the first one under torchrun)
@@ -92,12 +103,17 @@ def finetune(
 ) -> FinetuneOutcome:
     """Train a `method` adapter for `task` on the frozen `base`; write it to `out` (+ `out`.json).
 
-    Under torchrun every process calls this; only the first writes files. A checkpoint beside
+    `method=FULL` ("full") trains every tensor of the base instead and writes the tuned base (a
+    new base, with its own sha256: adapters of the original refuse it); a LoadedBase passed in
+    is then trained in place. Under torchrun every process calls this; only the first writes files. A checkpoint beside
     `out` (`NAME.ckpt`) is written every `settings.checkpoint_every` steps and on interruption,
     continued with `resume=True`, and removed once the adapter is written.
     """
     context = setup(device)
     try:
+        if method == FULL:
+            return _finetune_full(_loaded(base), task, Path(out), data, settings, context, resume, console,
+                                  show_progress, on_step)
         return _finetune(base, task, Path(out), data, settings, method, config, context, resume, console,
                          show_progress, on_step)
     finally:
@@ -109,22 +125,10 @@ def _finetune(
     config: Any, context: Distributed, resume: bool, console: Console | None, show_progress: bool,
     on_step: StepCallback | None,
 ) -> FinetuneOutcome:
-    if not isinstance(base, LoadedBase):
-        from adaptir_cli.weights.resolve import load_base
-
-        base = load_base(base)
+    base = _loaded(base)
     spec = get_method(method)
     config = spec.default_config() if config is None else config
-    head = head_for(get_task(task), base.descriptor.heads)
-    scale = get_task(task).scale
-    if base.descriptor.head(head).scale != scale:
-        raise DataError(f"task {task} is x{scale} but head {head!r} of {base.name} is x{base.descriptor.head(head).scale}")
-    check_patch(base.name, base.descriptor, settings.patch)
-    degradation = degradation_for(data, task)
-    prepared = prepare_images(data, degradation is None, settings.seed, settings.workers)
-    check_sizes(prepared.train, scale, settings.patch)
-    head_index = base.descriptor.head(head).index
-    training_data, validation = task_data(task, head_index, prepared, degradation, settings.seed, data.val_crop)
+    degradation, prepared, training_data, validation = _task_inputs(base, task, data, settings)
 
     module = base.module
     before = tensor_digest(base_state(module))
@@ -167,6 +171,103 @@ def _finetune(
             "command": "finetune", "base": base.name, "base_sha256": base.sha256, "task": task, "method": method,
             "method_config": spec.config_to_dict(config), "settings": settings.to_json(), "summary": summary,
             "history": result.history.to_json(), "images": prepared.train.names,
+        })
+        checkpoint.unlink(missing_ok=True)
+    barrier(context)
+    return FinetuneOutcome(out, log, result, context.main)
+
+
+def _loaded(base: LoadedBase | str | Path) -> LoadedBase:
+    if isinstance(base, LoadedBase):
+        return base
+    from adaptir_cli.weights.resolve import load_base
+
+    return load_base(base)
+
+
+def _task_inputs(
+    base: LoadedBase, task: str, data: DataOptions, settings: LoopSettings
+) -> tuple[str | None, PreparedData, TaskData, ValidationSet | None]:
+    """Check that `base` can train `task` at `settings.patch`; decode the data and pick the degradation."""
+    head = head_for(get_task(task), base.descriptor.heads)
+    scale = get_task(task).scale
+    if base.descriptor.head(head).scale != scale:
+        raise DataError(f"task {task} is x{scale} but head {head!r} of {base.name} is x{base.descriptor.head(head).scale}")
+    check_patch(base.name, base.descriptor, settings.patch)
+    degradation = degradation_for(data, task)
+    prepared = prepare_images(data, degradation is None, settings.seed, settings.workers)
+    check_sizes(prepared.train, scale, settings.patch)
+    head_index = base.descriptor.head(head).index
+    training_data, validation = task_data(task, head_index, prepared, degradation, settings.seed, data.val_crop)
+    return degradation, prepared, training_data, validation
+
+
+# --- full fine-tuning: the reference the PETL methods are compared with ----------------------
+
+
+def train_whole_base(module: nn.Module) -> None:
+    """Train mode for the whole base, except BatchNorm layers, which keep their running statistics.
+
+    Full fine-tuning changes the weights, not how the layers compute: a BatchNorm in train mode
+    would normalise with the statistics of a batch of 48 px crops and overwrite the running ones
+    the base was trained with. (EMT's InferenceBatchNorm2d ignores the mode anyway.)
+    """
+    module.train()
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+
+
+def _finetune_full(
+    base: LoadedBase, task: str, out: Path, data: DataOptions, settings: LoopSettings, context: Distributed,
+    resume: bool, console: Console | None, show_progress: bool, on_step: StepCallback | None,
+) -> FinetuneOutcome:
+    if adapted_layers(base.module):
+        raise ValueError(f"{base.name} has adapters injected; full fine-tuning needs the bare base")
+    degradation, prepared, training_data, validation = _task_inputs(base, task, data, settings)
+    module = base.module
+    torch.manual_seed(settings.seed)  # nothing is initialised randomly, but keep the RNG where finetune has it
+    module.requires_grad_(True)
+    trainee = Trainee(
+        module=module,
+        descriptor=base.descriptor,
+        tasks=[training_data],
+        validation=[validation] if validation else [],
+        set_train_mode=train_whole_base,
+        trainable_state=module.state_dict,
+        load_trainable_state=lambda state: module.load_state_dict(state, strict=True),
+        # The heads of other tasks get no gradient, which DDP must expect.
+        find_unused_parameters=len(base.descriptor.heads) > 1,
+    )
+    identity = {
+        "command": "finetune-full", "base_sha256": base.sha256, "task": task, "data": data.to_json(),
+        "images": prepared.train.names,
+    }
+    checkpoint = checkpoint_path(out)
+    try:
+        result = train(
+            trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
+            title=f"full finetune {task}", console=console, show_progress=show_progress, on_step=on_step,
+        )
+    finally:
+        module.requires_grad_(False)
+        module.eval()
+    summary = {
+        **result.summary(settings),
+        "method": "full",
+        "task": task,
+        "tuned_from": {"name": base.name, "sha256": base.sha256, "architecture": base.descriptor.architecture},
+        "data": prepared.summary(data),
+        "degradation": degradation or "given pairs",
+        "final_validation": (result.final_validation or {}).get(task),
+    }
+    log = log_path(out)
+    if context.main:
+        save_base(out, module, summary)
+        write_json(log, {
+            "command": "finetune-full", "base": base.name, "base_sha256": base.sha256, "task": task,
+            "settings": settings.to_json(), "summary": summary, "history": result.history.to_json(),
+            "images": prepared.train.names,
         })
         checkpoint.unlink(missing_ok=True)
     barrier(context)

@@ -10,17 +10,16 @@ the JSON log beside it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from safetensors.torch import save_file
 
 from adaptir_cli.bases.compactir import CompactIRConfig, build_compactir, describe
 from adaptir_cli.tasks import get_task
-from adaptir_cli.training.checkpoint import atomic_write, checkpoint_path, log_path, write_json
+from adaptir_cli.training.base_file import save_base
+from adaptir_cli.training.checkpoint import checkpoint_path, log_path, write_json
 from adaptir_cli.training.data import DataError, DataOptions, check_sizes, prepare_images
 from adaptir_cli.training.distributed import Distributed, barrier, setup, shutdown
 from adaptir_cli.training.inputs import check_patch, degradation_for, task_data
@@ -28,8 +27,6 @@ from adaptir_cli.training.loop import LoopSettings, StepCallback, Trainee, Train
 
 # Architectures `adaptir pretrain --arch` can build from scratch.
 ARCHITECTURES = ("compactir",)
-# Metadata key of the training summary inside the written base file.
-TRAINING_METADATA_KEY = "adaptir.training"
 
 
 @dataclass(frozen=True)
@@ -118,9 +115,7 @@ def _pretrain(
     }
     log = log_path(out)
     if context.main:
-        state = {key: tensor.detach().cpu().contiguous() for key, tensor in module.state_dict().items()}
-        metadata = {TRAINING_METADATA_KEY: json.dumps(summary, sort_keys=True)}
-        atomic_write(out, lambda temporary: save_file(state, temporary, metadata=metadata))
+        save_base(out, module, summary)
         write_json(log, {"command": "pretrain", "settings": settings.to_json(), "summary": summary,
                          "history": result.history.to_json(), "images": prepared.train.names})
         checkpoint.unlink(missing_ok=True)

@@ -1,0 +1,31 @@
+"""Writing a trained base (`adaptir pretrain`, full fine-tuning) as a `.safetensors` weights file.
+
+The file holds the module's state dict, which `adaptir_cli.bases.load_base_file` loads like any
+other base, and the training summary as JSON under one metadata key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from torch import nn
+
+from adaptir_cli.training.checkpoint import atomic_write
+
+# Metadata key of the training summary inside a written base file.
+TRAINING_METADATA_KEY = "adaptir.training"
+
+
+def save_base(out: Path, module: nn.Module, summary: Mapping[str, Any]) -> Path:
+    """Write `module`'s tensors and `summary` to `out`, atomically.
+
+    Cloned: safetensors refuses tensors that share storage, which a base may have.
+    """
+    state = {key: tensor.detach().cpu().clone().contiguous() for key, tensor in module.state_dict().items()}
+    metadata = {TRAINING_METADATA_KEY: json.dumps(summary, sort_keys=True, default=str)}
+    atomic_write(out, lambda temporary: save_file(state, temporary, metadata=metadata))
+    return out
