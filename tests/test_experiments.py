@@ -320,6 +320,12 @@ def test_report_has_a_row_per_run_the_budget_and_a_plot(ran: Path, tmp_path: Pat
     assert printed.exit_code == 0 and printed.output == markdown.replace(
         "\n![PSNR on the first test set against trainable parameters](results.svg)\n", "")
 
+    # Regenerating keeps the analysis written around the generated part, and only that.
+    out.write_text("# Results\n\nWhich method to pick.\n\n" + markdown.replace("| No tuning", "| stale") + "\nMore.\n")
+    again = runner.invoke(app, ["experiment", "report", str(ran), "--out", str(out), "--plot", str(plot)])
+    assert again.exit_code == 0, again.output
+    assert out.read_text() == "# Results\n\nWhich method to pick.\n\n" + markdown + "\nMore.\n"
+
 
 def test_report_without_results_says_to_run_first(tmp_path: Path) -> None:
     with pytest.raises(ResultsError, match="adaptir experiment run"):

@@ -13,7 +13,7 @@ from adaptir_cli.cli import training_options as opt
 from adaptir_cli.cli.common import EXIT_USAGE, fail, split_hint, stderr
 from adaptir_cli.experiments.config import ExperimentError, load_experiment
 from adaptir_cli.experiments.plot import plot_svg
-from adaptir_cli.experiments.report import report_markdown
+from adaptir_cli.experiments.report import merge_report, report_markdown
 from adaptir_cli.experiments.results import ResultsError, experiment_results
 from adaptir_cli.training.checkpoint import atomic_write
 from adaptir_cli.training.loop import TrainingInterrupted
@@ -96,7 +96,10 @@ def report(
         None, "--plot", help="Also write an SVG plot of PSNR on the first set against trainable parameters."
     ),
 ) -> None:
-    """Markdown tables (and an SVG plot) from the results files only; never from anything typed by hand."""
+    """Markdown tables (and an SVG plot) from the results files only; never from anything typed by hand.
+
+    With --out, an existing file keeps everything outside its generated part.
+    """
     if plot is not None and plot.suffix.lower() != ".svg":
         fail(escape(f"--plot writes SVG; give a file ending in .svg, not {plot.name}"), code=EXIT_USAGE)
     try:
@@ -114,5 +117,8 @@ def report(
     if out is None:
         typer.echo(markdown, nl=False)
     else:
-        atomic_write(out, lambda temporary: Path(temporary).write_text(markdown, encoding="utf-8"))
+        # Only the generated part of an existing file is replaced: the analysis around it stays.
+        existing = out.read_text(encoding="utf-8") if out.is_file() else None
+        merged = merge_report(existing, markdown)
+        atomic_write(out, lambda temporary: Path(temporary).write_text(merged, encoding="utf-8"))
         stderr.print(escape(f"Wrote {out}" + (f" and {plot}" if plot is not None else "")), highlight=False, soft_wrap=True)
