@@ -16,7 +16,7 @@ from adaptir_cli.cli.common import fail, print_json, report_error, split_hint, s
 from adaptir_cli.weights.cache import local_file, status
 from adaptir_cli.weights.fetch import fetch, how_to_get
 from adaptir_cli.weights.importing import import_weights
-from adaptir_cli.weights.manifest import BaseEntry, UnknownNameError, default_manifest
+from adaptir_cli.weights.manifest import AdapterEntry, BaseEntry, UnknownNameError, default_manifest
 from adaptir_cli.weights.resolve import load_base
 
 app = typer.Typer(
@@ -38,11 +38,14 @@ def _reported_errors() -> Iterator[None]:
 
 
 
-def _row(entry: BaseEntry) -> dict[str, object]:
+def _row(entry: BaseEntry | AdapterEntry) -> dict[str, object]:
+    if isinstance(entry, AdapterEntry):
+        what = {"kind": "adapter", "base": entry.base, "method": entry.method, "tasks": [entry.task]}
+    else:
+        what = {"kind": "base", "architecture": entry.architecture, "tasks": list(entry.tasks)}
     return {
         "name": entry.name,
-        "architecture": entry.architecture,
-        "tasks": list(entry.tasks),
+        **what,
         "size": entry.size,
         "license": entry.license,
         "status": status(entry),
@@ -59,23 +62,28 @@ def _megabytes(size: object) -> str:
 
 @app.command("list", epilog="Examples:\n\n  adaptir models list\n\n  adaptir models list --json > models.json")
 def list_models(json_out: bool = typer.Option(False, "--json", help="Print the list as JSON on stdout.")) -> None:
-    """List the known base models, what they do, and whether each is installed here."""
+    """List the known base models and shipped adapters, what they do, and whether each is installed here."""
     with _reported_errors():
-        rows = [_row(entry) for entry in default_manifest().bases.values()]
+        manifest = default_manifest()
+        rows = [_row(entry) for entry in (*manifest.bases.values(), *manifest.adapters.values())]
     if json_out:
         print_json(rows)
         return
-    table = Table("name", "architecture", "tasks", "size", "license", "status")
+    bases = Table("name", "architecture", "tasks", "size", "license", "status", title="Bases")
+    adapters = Table("name", "base", "task", "method", "size", "license", "status", title="Adapters (used by default)")
     colours = {"cached": "green", "bundled": "green", "missing": "yellow"}
     for row in rows:
         state = f"[{colours[row['status']]}]{row['status']}[/]"
         if row["status"] == "missing" and row["download"] == "manual":
             state += " (manual download)"
-        table.add_row(
-            row["name"], row["architecture"], ", ".join(row["tasks"]), _megabytes(row["size"]),
-            escape(row["license"]), state,
-        )
-    Console().print(table)
+        size, licence = _megabytes(row["size"]), escape(row["license"])
+        if row["kind"] == "base":
+            bases.add_row(row["name"], row["architecture"], ", ".join(row["tasks"]), size, licence, state)
+        else:
+            adapters.add_row(row["name"], row["base"], row["tasks"][0], row["method"], size, licence, state)
+    Console().print(bases)
+    if adapters.row_count:
+        Console().print(adapters)
 
 
 @app.command(
