@@ -13,6 +13,7 @@ from adaptir_cli.cli.common import stderr
 from adaptir_cli.tasks import TASKS, get_task
 from adaptir_cli.training.data import DataOptions
 from adaptir_cli.training.finetune import FULL
+from adaptir_cli.training.loop import FINETUNE_DEFAULTS
 from adaptir_cli.training.finetune import finetune as run_finetune
 from adaptir_cli.training.sampling import degradation_names
 
@@ -72,7 +73,7 @@ def finetune(
     steps: int = opt.STEPS,
     batch: int = opt.BATCH,
     patch: int = opt.PATCH,
-    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Peak learning rate (the paper's: 1e-4)."),
+    lr: float = typer.Option(FINETUNE_DEFAULTS["lr"], "--lr", min=0.0, help="Peak learning rate (the paper's: 1e-4)."),
     schedule: str = opt.SCHEDULE,
     warmup: Optional[int] = opt.WARMUP,
     weight_decay: float = opt.WEIGHT_DECAY,

@@ -11,6 +11,7 @@ from adaptir_cli.cli import training_options as opt
 from adaptir_cli.bases.compactir import DEFAULT_TASKS as COMPACTIR_TASKS
 from adaptir_cli.cli.common import stderr
 from adaptir_cli.training.data import DataOptions
+from adaptir_cli.training.loop import PRETRAIN_LR
 from adaptir_cli.training.pretrain import ARCHITECTURES, compactir_config
 from adaptir_cli.training.pretrain import pretrain as run_pretrain
 
@@ -51,7 +52,7 @@ def pretrain(
     steps: int = opt.STEPS,
     batch: int = opt.BATCH,
     patch: int = opt.PATCH,
-    lr: float = typer.Option(2e-4, "--lr", min=0.0, help="Peak learning rate."),
+    lr: float = typer.Option(PRETRAIN_LR, "--lr", min=0.0, help="Peak learning rate."),
     schedule: str = opt.SCHEDULE,
     warmup: Optional[int] = opt.WARMUP,
     weight_decay: float = opt.WEIGHT_DECAY,

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from adaptir_cli.cli.common import EXIT_USAGE, fail, print_json, split_hint, stderr
 from adaptir_cli.training.data import default_workers
-from adaptir_cli.training.loop import LoopSettings, TrainingInterrupted, TrainResult
+from adaptir_cli.training.loop import FINETUNE_DEFAULTS, LoopSettings, TrainingInterrupted, TrainResult
 from adaptir_cli.training.schedule import SCHEDULES, Schedule, default_warmup
 
 EXIT_INTERRUPTED = 130
@@ -29,20 +29,20 @@ VAL_GT = typer.Option(None, "--val-gt", help="Folder of validation ground truths
 VAL_LQ = typer.Option(None, "--val-lq", help="Inputs of the --val-gt images (default: made by the degradation).")
 VAL_FRACTION = typer.Option(0.0, "--val-fraction", min=0.0, max=0.99, help="Hold out this fraction of --gt for validation.")
 VAL_CROP = typer.Option(0, "--val-crop", min=0, help="Validate on centred crops of N input px (0: whole images).")
-STEPS = typer.Option(5000, "--steps", min=1, help="Optimizer steps.")
-BATCH = typer.Option(16, "--batch", min=1, help="Samples per step, per process (torchrun: global batch = batch x processes).")
-PATCH = typer.Option(48, "--patch", min=1, help="Input crop side in px; the target crop is patch x scale.")
-WEIGHT_DECAY = typer.Option(0.0, "--weight-decay", min=0.0, help="AdamW weight decay.")
-SCHEDULE = typer.Option("cosine", "--schedule", help=f"Learning-rate schedule after the warm-up: {', '.join(SCHEDULES)}.")
+STEPS = typer.Option(FINETUNE_DEFAULTS["steps"], "--steps", min=1, help="Optimizer steps.")
+BATCH = typer.Option(FINETUNE_DEFAULTS["batch"], "--batch", min=1, help="Samples per step, per process (torchrun: global batch = batch x processes).")
+PATCH = typer.Option(FINETUNE_DEFAULTS["patch"], "--patch", min=1, help="Input crop side in px; the target crop is patch x scale.")
+WEIGHT_DECAY = typer.Option(FINETUNE_DEFAULTS["weight_decay"], "--weight-decay", min=0.0, help="AdamW weight decay.")
+SCHEDULE = typer.Option(FINETUNE_DEFAULTS["schedule"], "--schedule", help=f"Learning-rate schedule after the warm-up: {', '.join(SCHEDULES)}.")
 WARMUP = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps. Default: 5 % of --steps, at most 1000.")
-GRAD_CLIP = typer.Option(1.0, "--grad-clip", min=0.0, help="Clip the gradient norm to this (0: no clipping).")
-SEED = typer.Option(0, "--seed", help="Seed of the initial weights, crops, augmentations and degradations.")
-VAL_EVERY = typer.Option(500, "--val-every", min=0, help="Validate every N steps (0: at the end only).")
-CHECKPOINT_EVERY = typer.Option(500, "--checkpoint-every", min=0, help="Save a checkpoint every N steps (0: only on Ctrl-C).")
+GRAD_CLIP = typer.Option(FINETUNE_DEFAULTS["grad_clip"], "--grad-clip", min=0.0, help="Clip the gradient norm to this (0: no clipping).")
+SEED = typer.Option(FINETUNE_DEFAULTS["seed"], "--seed", help="Seed of the initial weights, crops, augmentations and degradations.")
+VAL_EVERY = typer.Option(FINETUNE_DEFAULTS["val_every"], "--val-every", min=0, help="Validate every N steps (0: at the end only).")
+CHECKPOINT_EVERY = typer.Option(FINETUNE_DEFAULTS["checkpoint_every"], "--checkpoint-every", min=0, help="Save a checkpoint every N steps (0: only on Ctrl-C).")
 RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out (NAME.ckpt).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (under torchrun: each process's GPU).")
 PRECISION = typer.Option(
-    "auto", "--precision", help="auto (bf16 autocast on CUDA for bases verified in bf16, else fp32), fp32 or bf16."
+    FINETUNE_DEFAULTS["precision"], "--precision", help="auto (bf16 autocast on CUDA for bases verified in bf16, else fp32), fp32 or bf16."
 )
 WORKERS = typer.Option(default_workers(), "--workers", min=0, help="Threads that decode and degrade images (0: none).")
 JSON_OUT = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")

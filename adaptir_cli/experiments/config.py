@@ -28,7 +28,7 @@ from adaptir_cli.data.datasets import get_spec
 from adaptir_cli.tasks import get_task
 from adaptir_cli.training.data import DataOptions, default_workers
 from adaptir_cli.training.finetune import FULL
-from adaptir_cli.training.loop import LoopSettings
+from adaptir_cli.training.loop import FINETUNE_DEFAULTS, LoopSettings
 from adaptir_cli.training.sampling import degradation_names
 from adaptir_cli.training.schedule import Schedule, default_warmup
 
@@ -60,12 +60,8 @@ _TRAIN = {
     "weight_decay": "float", "grad_clip": "float", "seed": "int", "val_every": "int",
     "checkpoint_every": "int", "precision": "str", "workers": "int",
 }
-# `adaptir finetune`'s defaults, so that a run means what the same command would.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": 5000, "batch": 16, "patch": 48, "lr": 1e-4, "schedule": "cosine", "warmup": None,
-    "weight_decay": 0.0, "grad_clip": 1.0, "seed": 0, "val_every": 500, "checkpoint_every": 500,
-    "precision": "auto", "workers": None,
-}
+# What a [train] key left out means: `adaptir finetune`'s default, so a run means what the same command would.
+TRAIN_DEFAULTS = FINETUNE_DEFAULTS
 _BENCH = {"datasets": "list", "data": "path", "seed": "int", "sigma": "float"}
 _RUN = {"label": "str", "method": "str"}
 _TABLES = {"data": _DATA, "train": _TRAIN, "bench": _BENCH}

@@ -49,6 +49,16 @@ from adaptir_cli.training.schedule import Schedule
 from adaptir_cli.training.validation import ValidationSet, evaluate, mean_psnr
 
 
+# Defaults of `adaptir finetune`'s loop flags (also what an experiment's [train] leaves out means).
+# The learning rate is the paper's; `adaptir pretrain` has its own (PRETRAIN_LR).
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "steps": 5000, "batch": 16, "patch": 48, "lr": 1e-4, "schedule": "cosine", "warmup": None,
+    "weight_decay": 0.0, "grad_clip": 1.0, "seed": 0, "val_every": 500, "checkpoint_every": 500,
+    "precision": "auto", "workers": None,
+}
+PRETRAIN_LR = 2e-4
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     steps: int
