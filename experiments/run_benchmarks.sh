@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The runs behind docs/benchmarks.md, one at a time (each writes experiments/results/NAME.json).
 # DATA: the folder holding the test sets; WEIGHTS: the folder holding EMT_LSR_x{2,3,4}.pth.
-# Usage: DATA=../shared/data/test WEIGHTS=../shared/weights experiments/run_benchmarks.sh [baselines|emt]
+# Usage: DATA=../shared/data/test WEIGHTS=../shared/weights experiments/run_benchmarks.sh [baselines|emt|default]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DATA:?set DATA to the folder holding the test sets}"
@@ -25,6 +25,27 @@ emt() {
         bench --task "sr$scale" --dataset Set5 --dataset Set14 --dataset B100 --base "$WEIGHTS/EMT_LSR_x$scale.pth" \
             --device cpu --json "$out/emt_x$scale.json"
     done
+}
+
+# The shipped default base (no --base) and its shipped adapters, beside the degraded inputs. Low light
+# and heavy rain have no test pairs here (LOL, Rain100H): they are scored on synthetic degradations
+# of clean sets the base never saw.
+default() {
+    local bundled=adaptir_cli/weights/bundled/compactir-default
+    for task in sr2 sr4; do
+        bench --task "$task" --dataset Set5 --dataset Set14 --dataset B100 --baseline --json "$out/default_$task.json"
+    done
+    bench --task denoise --sigma 30 --dataset CBSD68 --baseline --json "$out/default_denoise30.json"
+    bench --task derain --dataset Rain100L --baseline --adapter '' --adapter "$bundled-derain.safetensors" \
+        --json "$out/default_derain.json"
+    for task in lr4-noise30 lr4-jpeg30; do
+        bench --task "$task" --dataset Set5 --dataset Set14 --dataset B100 --baseline \
+            --adapter "$bundled-$task.safetensors" --json "$out/default_$task.json"
+    done
+    bench --task lowlight --dataset McMaster --baseline --adapter "$bundled-lowlight.safetensors" \
+        --json "$out/default_lowlight.json"
+    bench --task derain-heavy --dataset CBSD68 --baseline --adapter "$bundled-derain-heavy.safetensors" \
+        --json "$out/default_derain-heavy.json"
 }
 
 "${1:-baselines}"

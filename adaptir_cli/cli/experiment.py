@@ -39,11 +39,11 @@ Relative paths are relative to the folder; ${ADAPTIR_SHARED} is --shared or the 
 EXAMPLES = """
 Examples:
 
-  adaptir experiment run experiments/emt-x4-lr4n30 --shared ../shared
+  adaptir experiment run experiments/petl/emt-x4-lr4-noise30 --shared ../shared
 
-  adaptir experiment run experiments/emt-x4-lr4n30 --only adaptir-h8 --force --device cuda
+  adaptir experiment run experiments/petl/emt-x4-lr4-noise30 --only 60-adaptir --force --device cuda
 
-  adaptir experiment report experiments/emt-x4-lr4n30 experiments/emt-x2-sr2 --out docs/results.md --plot docs/results.svg
+  adaptir experiment report experiments/petl/* --out docs/results.md --plot docs/results.svg
 """
 
 app = typer.Typer(
