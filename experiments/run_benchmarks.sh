@@ -32,19 +32,21 @@ emt() {
 # of clean sets the base never saw.
 default() {
     local bundled=adaptir_cli/weights/bundled/compactir-default
+    dbench() { bench --base compactir-default "$@"; }
     for task in sr2 sr4; do
-        bench --task "$task" --dataset Set5 --dataset Set14 --dataset B100 --baseline --json "$out/default_$task.json"
+        dbench --task "$task" --dataset Set5 --dataset Set14 --dataset B100 --baseline \
+            --json "$out/default_$task.json"
     done
-    bench --task denoise --sigma 30 --dataset CBSD68 --baseline --json "$out/default_denoise30.json"
-    bench --task derain --dataset Rain100L --baseline --adapter '' --adapter "$bundled-derain.safetensors" \
+    dbench --task denoise --sigma 30 --dataset CBSD68 --baseline --json "$out/default_denoise30.json"
+    dbench --task derain --dataset Rain100L --baseline --adapter '' --adapter "$bundled-derain.safetensors" \
         --json "$out/default_derain.json"
     for task in lr4-noise30 lr4-jpeg30; do
-        bench --task "$task" --dataset Set5 --dataset Set14 --dataset B100 --baseline \
+        dbench --task "$task" --dataset Set5 --dataset Set14 --dataset B100 --baseline \
             --adapter "$bundled-$task.safetensors" --json "$out/default_$task.json"
     done
-    bench --task lowlight --dataset McMaster --baseline --adapter "$bundled-lowlight.safetensors" \
+    dbench --task lowlight --dataset McMaster --baseline --adapter "$bundled-lowlight.safetensors" \
         --json "$out/default_lowlight.json"
-    bench --task derain-heavy --dataset CBSD68 --baseline --adapter "$bundled-derain-heavy.safetensors" \
+    dbench --task derain-heavy --dataset CBSD68 --baseline --adapter "$bundled-derain-heavy.safetensors" \
         --json "$out/default_derain-heavy.json"
 }
 
