@@ -27,7 +27,7 @@ emt() {
     done
 }
 
-# The shipped default base (no --base) and its shipped adapters, beside the degraded inputs. Low light
+# The shipped default base (what restore uses without --base) and its shipped adapters, beside the degraded inputs. Low light
 # and heavy rain have no test pairs here (LOL, Rain100H): they are scored on synthetic degradations
 # of clean sets the base never saw.
 default() {
