@@ -60,8 +60,6 @@ _TRAIN = {
     "weight_decay": "float", "grad_clip": "float", "seed": "int", "val_every": "int",
     "checkpoint_every": "int", "precision": "str", "workers": "int",
 }
-# What a [train] key left out means: `adaptir finetune`'s default, so a run means what the same command would.
-TRAIN_DEFAULTS = FINETUNE_DEFAULTS
 _BENCH = {"datasets": "list", "data": "path", "seed": "int", "sigma": "float"}
 _RUN = {"label": "str", "method": "str"}
 _TABLES = {"data": _DATA, "train": _TRAIN, "bench": _BENCH}
@@ -133,7 +131,8 @@ class Experiment:
         return {**self.train, **run.train_overrides}
 
     def loop_settings(self, run: Run) -> LoopSettings:
-        return loop_settings({**TRAIN_DEFAULTS, **self.merged_train(run)})
+        # A [train] key left out means `adaptir finetune`'s default: a run means what the same command would.
+        return loop_settings({**FINETUNE_DEFAULTS, **self.merged_train(run)})
 
     def merged(self, run: Run) -> dict[str, Any]:
         """The run's whole effective configuration, as written: what its results record."""
@@ -221,7 +220,7 @@ def load_experiment(folder: Path | str, shared: Path | str | None = None) -> Exp
 
 
 def loop_settings(values: Mapping[str, Any]) -> LoopSettings:
-    """LoopSettings from [train] values with every key present (TRAIN_DEFAULTS filled in)."""
+    """LoopSettings from [train] values with every key present (FINETUNE_DEFAULTS filled in)."""
     steps = values["steps"]
     warmup = default_warmup(steps) if values["warmup"] is None else values["warmup"]
     return LoopSettings(

@@ -44,7 +44,9 @@ from adaptir_cli.experiments.results import number, write_results
 from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
 from adaptir_cli.tasks import TASKS, Task, get_task, head_for
 from adaptir_cli.training.checkpoint import checkpoint_path, log_path
+from adaptir_cli.training.data import DataError
 from adaptir_cli.training.finetune import FULL, finetune
+from adaptir_cli.training.inputs import check_head
 from adaptir_cli.training.loop import LoopSettings
 from adaptir_cli.training.base_file import TRAINING_METADATA_KEY
 
@@ -111,7 +113,10 @@ def run_experiment(
     from adaptir_cli.weights.resolve import load_base
 
     base = load_base(experiment.base_source())
-    _check_task(base, experiment.task)
+    try:
+        check_head(base, experiment.task)
+    except DataError as error:
+        raise ExperimentError(str(error)) from None
     if any(run.trains for run in runs):
         _check_data(experiment)
     parameters = sum(p.numel() for p in base.module.parameters())  # before the bench injects adapters
@@ -140,15 +145,6 @@ def run_experiment(
         payload = _results(experiment, run, base, parameters, trained.get(run.name), scored[run.name], protocol)
         written.append(write_results(experiment.results / f"{run.name}.json", payload))
     return written
-
-
-def _check_task(base: LoadedBase, task: str) -> None:
-    chosen = get_task(task)
-    head = head_for(chosen, base.descriptor.heads)
-    if base.descriptor.head(head).scale != chosen.scale:
-        raise ExperimentError(
-            f"task {task} is x{chosen.scale} but head {head!r} of {base.name} is x{base.descriptor.head(head).scale}"
-        )
 
 
 def _check_data(experiment: Experiment) -> None:

@@ -34,12 +34,12 @@ from adaptir_cli.adapters import (
     train_adapters,
 )
 from adaptir_cli.bases.model import LoadedBase
-from adaptir_cli.tasks import get_task, head_for
+from adaptir_cli.tasks import get_task
 from adaptir_cli.training.base_file import save_base
 from adaptir_cli.training.checkpoint import checkpoint_path, log_path, write_json
-from adaptir_cli.training.data import DataError, DataOptions, PreparedData, check_sizes, prepare_images
+from adaptir_cli.training.data import DataOptions, PreparedData, check_sizes, prepare_images
 from adaptir_cli.training.distributed import Distributed, barrier, setup, shutdown
-from adaptir_cli.training.inputs import check_patch, degradation_for, task_data
+from adaptir_cli.training.inputs import check_head, check_patch, degradation_for, task_data
 from adaptir_cli.training.loop import LoopSettings, StepCallback, Trainee, TrainResult, train
 from adaptir_cli.training.sampling import TaskData
 from adaptir_cli.training.validation import ValidationSet
@@ -189,15 +189,11 @@ def _task_inputs(
     base: LoadedBase, task: str, data: DataOptions, settings: LoopSettings
 ) -> tuple[str | None, PreparedData, TaskData, ValidationSet | None]:
     """Check that `base` can train `task` at `settings.patch`; decode the data and pick the degradation."""
-    head = head_for(get_task(task), base.descriptor.heads)
-    scale = get_task(task).scale
-    if base.descriptor.head(head).scale != scale:
-        raise DataError(f"task {task} is x{scale} but head {head!r} of {base.name} is x{base.descriptor.head(head).scale}")
+    head_index = check_head(base, task)
     check_patch(base.name, base.descriptor, settings.patch)
     degradation = degradation_for(data, task)
     prepared = prepare_images(data, degradation is None, settings.seed, settings.workers)
-    check_sizes(prepared.train, scale, settings.patch)
-    head_index = base.descriptor.head(head).index
+    check_sizes(prepared.train, get_task(task).scale, settings.patch)
     training_data, validation = task_data(task, head_index, prepared, degradation, settings.seed, data.val_crop)
     return degradation, prepared, training_data, validation
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from adaptir_cli.bases.descriptor import BaseDescriptor
-from adaptir_cli.tasks import get_task
+from adaptir_cli.bases.model import LoadedBase
+from adaptir_cli.tasks import get_task, head_for
 from adaptir_cli.training.data import DataError, DataOptions, PreparedData
 from adaptir_cli.training.sampling import (
     TaskData,
@@ -45,6 +46,15 @@ def task_data(
         pairs = validation_pairs(prepared.validation, scale, made_with, seed, crop)
         validation = ValidationSet(task, head_index, scale, pairs)
     return data, validation
+
+
+def check_head(base: LoadedBase, task: str) -> int:
+    """The index of the head `base` runs `task` with; DataError when its scale is not the task's."""
+    chosen = get_task(task)
+    head = head_for(chosen, base.descriptor.heads)
+    if base.descriptor.head(head).scale != chosen.scale:
+        raise DataError(f"task {task} is x{chosen.scale} but head {head!r} of {base.name} is x{base.descriptor.head(head).scale}")
+    return base.descriptor.head(head).index
 
 
 def check_patch(base_name: str, descriptor: BaseDescriptor, patch: int) -> None:
