@@ -301,6 +301,8 @@ def test_report_has_a_row_per_run_the_budget_and_a_plot(ran: Path, tmp_path: Pat
     results = _results(ran)
     parameters = results["00-none"]["base"]["parameters"]
     assert "## tiny-sr2" in markdown and "bench_set PSNR / SSIM" in markdown
+    # The base is named with its weights' sha256: a shipped name can later mean other weights.
+    assert f"{parameters:,} parameters, sha256 {results['00-none']['base']['sha256'][:12]}), task" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| run ")]
     assert [row.split(" | ")[0] for row in rows] == ["| No tuning", "| AdaptIR h8", "| Full fine-tuning"]
     assert rows[0].split(" | ")[2] == "0 (0 %)" and rows[2].split(" | ")[2] == f"{parameters:,} (100 %)"

@@ -50,7 +50,8 @@ def experiment_section(results: Sequence[dict[str, Any]]) -> str:
         lines += [first["description"], ""]
     protocol = first["bench"]["protocol"]
     lines += [
-        (f"Base `{base['name']}` ({base['architecture']}, {base['parameters']:,} parameters), task `{first['task']}`; "
+        (f"Base `{base['name']}` ({base['architecture']}, {base['parameters']:,} parameters{_sha(base)}), "
+         f"task `{first['task']}`; "
          f"PSNR (dB) / SSIM on {channel.upper()}, crop {protocol['crop']} px, as `adaptir bench` measures "
          f"({protocol['degradation']})."),
         "",
@@ -67,6 +68,11 @@ def experiment_section(results: Sequence[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
     lines += ["", budget_line(results), ""]
     return "\n".join(lines)
+
+
+def _sha(base: dict[str, Any]) -> str:
+    """The base file's sha256 prefix: a shipped name (compactir-default) can later point at other weights."""
+    return f", sha256 {base['sha256'][:12]}" if base.get("sha256") else ""
 
 
 def budget_line(results: Sequence[dict[str, Any]]) -> str:

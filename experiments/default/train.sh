@@ -13,6 +13,6 @@ mkdir -p "$out" "$logs"
 
 adaptir pretrain --gt "$data/train/BSD400" --exclude "$exclude" --tasks sr2,sr3,sr4,denoise,derain \
     --dim 48 --blocks 8 --attention-heads 3 --window 8 --mlp-ratio 2 \
-    --steps 800 --batch 8 --patch 32 --lr 5e-4 --seed 0 --checkpoint-every 100 --device cpu --workers 1 \
+    --steps 10000 --batch 8 --patch 32 --lr 5e-4 --seed 0 --checkpoint-every 1000 --device cpu --workers 1 \
     --quiet --out "$out/compactir-default.safetensors"
 mv "$out/compactir-default.json" "$logs/"
