@@ -72,4 +72,4 @@ def test_restore_without_base_beats_bicubic_on_set5(shared: Path, tmp_path: Path
         lr = np.asarray(Image.open(golden / "LR_x2" / hr_path.name))
         ours.append(psnr(np.asarray(Image.open(tmp_path / hr_path.name)), hr, crop_border=2, test_y_channel=True))
         bicubic.append(psnr(imresize_uint8(lr, 2), hr, crop_border=2, test_y_channel=True))
-    assert np.mean(ours) > np.mean(bicubic) + 0.5, (np.mean(ours), np.mean(bicubic))
+    assert np.mean(ours) > np.mean(bicubic) + 1.0, (np.mean(ours), np.mean(bicubic))  # 35.19 vs 33.68 dB in bench
