@@ -51,10 +51,11 @@ def task_data(
 def check_head(base: LoadedBase, task: str) -> int:
     """The index of the head `base` runs `task` with; DataError when its scale is not the task's."""
     chosen = get_task(task)
-    head = head_for(chosen, base.descriptor.heads)
-    if base.descriptor.head(head).scale != chosen.scale:
-        raise DataError(f"task {task} is x{chosen.scale} but head {head!r} of {base.name} is x{base.descriptor.head(head).scale}")
-    return base.descriptor.head(head).index
+    name = head_for(chosen, base.descriptor.heads)
+    head = base.descriptor.head(name)
+    if head.scale != chosen.scale:
+        raise DataError(f"task {task} is x{chosen.scale} but head {name!r} of {base.name} is x{head.scale}")
+    return head.index
 
 
 def check_patch(base_name: str, descriptor: BaseDescriptor, patch: int) -> None:
