@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,6 +255,15 @@ def test_killed_run_resumes_from_its_last_checkpoint(
     _same_run(out, uninterrupted.out)
 
 
+@pytest.fixture
+def sigint_default() -> Iterator[None]:
+    """Python's own Ctrl-C handler, as in an interactive run: a background job inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_default")
 def test_sigint_saves_a_checkpoint_that_resumes_exactly(
     uninterrupted: Reference, tiny_emt_file: Path, clean_dir: Path, tmp_path: Path
 ) -> None:

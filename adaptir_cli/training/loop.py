@@ -134,7 +134,7 @@ class TrainResult:
             "steps": settings.steps, "batch": settings.batch, "global_batch": settings.batch * self.world,
             "patch": settings.patch, "lr": settings.lr, "schedule": settings.schedule.to_json(), "seed": settings.seed,
             "final_validation": self.final_validation, "best_validation": self.history.best,
-            "seconds": round(self.history.seconds, 1), "trainable_parameters": self.trainable_parameters,
+            "seconds": self.history.seconds, "trainable_parameters": self.trainable_parameters,
             "environment": self.environment(),
         }
 
