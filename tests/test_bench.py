@@ -288,10 +288,9 @@ def test_speed_mode_times_restore_only(tmp_path: Path, tiny_emt_file: Path) -> N
     ("args", "code", "message"),
     [
         (["--task", "sr2"], 2, "at least one --dataset"),
-        (["--task", "sr2", "--dataset", "Set5"], 2, "nothing to measure"),
         (["--task", "denoise", "--dataset", "Set5", "--baseline"], 2, "needs --sigma"),
-        (["--task", "sr2", "--dataset", "Set5", "--adapter", "x.safetensors", "--baseline"], 2, "needs --base"),
-        (["--task", "sr2", "--speed"], 2, "needs --base"),
+        (["--task", "sr2", "--dataset", "Set5", "--adapter", "x.safetensors", "--baseline-only"], 2, "loads no base"),
+        (["--task", "sr2", "--speed", "--baseline-only"], 2, "drop --dataset, --baseline"),
         (["--task", "sr2", "--dataset", "Set5", "--baseline"], 1, "Download it from"),
     ],
 )
@@ -310,7 +309,7 @@ def test_pair_sets_refuse_other_tasks(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "--task", "sr2", "--dataset", "Rain100L", "--data", str(tmp_path), "--baseline"])
     assert result.exit_code == 1 and "--task derain" in result.output
     ok = runner.invoke(app, ["bench", "--task", "derain", "--dataset", "Rain100L", "--data", str(tmp_path),
-                             "--baseline", "--json", "-", "-q"])
+                             "--baseline-only", "--json", "-", "-q"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["datasets"][0]["results"]["input"]["psnr"]["y"] == "inf"
 

@@ -109,10 +109,11 @@ def test_shipped_manifest_lists_every_known_base_completely() -> None:
     for entry in manifest.bases.values():
         assert entry.architecture in architectures(), entry.name
         assert entry.license and entry.description and entry.tasks, entry.name
-        if entry.kind == "download":
+        if entry.name in SHARED_FILES:  # published, and shipped converted (test_default_base.py checks the files)
             assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+/raw/[0-9a-f]{40}/.+\.pth", entry.source), entry.name
-            assert entry.size and entry.sha256, entry.name
-        elif entry.kind == "bundled":  # shipped in the package (test_default_base.py checks its hash)
+            assert entry.kind == "bundled" and entry.size and entry.sha256 and entry.license_file, entry.name
+            assert entry.path.stat().st_size == entry.shipped_size, entry.name
+        elif entry.kind == "bundled":  # the project's own (test_default_base.py checks its hash)
             assert entry.path is not None and entry.path.stat().st_size == entry.size and entry.sha256, entry.name
         else:  # IPT: Google Drive only, no published hash
             assert entry.kind == "manual" and entry.file and entry.sha256 is None and entry.size is None, entry.name
@@ -139,7 +140,8 @@ def test_shipped_manifest_hashes_and_sizes_match_the_real_files(shared: Path) ->
         ('sha256 = "abc"', "sha256"),
         ("size = -3", "size"),
         ("manual = true", "file"),
-        ('path = "x.safetensors"', "path"),
+        ('path = "x.safetensors"', "bundled_sha256, bundled_size, license_file"),
+        ('bundled_size = 3', "only a shipped published file"),
     ],
 )
 def test_manifest_rejects_malformed_entries(tmp_path: Path, extra: str, problem: str) -> None:
@@ -251,14 +253,15 @@ def test_offline_mode_refuses_without_connecting(tmp_path: Path, tiny_emt_file: 
     assert server.requests == [] and leftovers() == []
 
 
-def test_missing_bases_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_bases_say_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(WeightsError, match="(?s)download IPT_pretrain.pt by hand.*adaptir models import ipt"):
         load_base("ipt")
     with pytest.raises(WeightsError, match="(?s)download IPT_derain.pt by hand"):
         fetch("ipt-derain")
     monkeypatch.delenv("ADAPTIR_OFFLINE")
-    with pytest.raises(WeightsError, match="run `adaptir models fetch emt-x3`"):
-        load_base("emt-x3")
+    manifest = write_manifest(tmp_path, base_entry("tiny", "https://example.org/t.pth"))
+    with pytest.raises(WeightsError, match="run `adaptir models fetch tiny`"):
+        load_base("tiny", manifest)
     with pytest.raises(WeightsError, match="weights file not found"):
         load_base("no/such/file.pth")
 
@@ -300,32 +303,37 @@ def test_cli_list_json() -> None:
     result = run("list", "--json")
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert rows["emt-x2"]["status"] == "missing" and rows["emt-x2"]["size"] == 3135945
+    assert rows["emt-x2"]["status"] == "bundled" and rows["emt-x2"]["size"] == 3135945  # the published file's
+    assert rows["emt-x2"]["default_for"] == ["sr2"] and rows["lmlt-tiny-x2"]["default_for"] == []
     assert rows["ipt"]["download"] == "manual" and "derain" in rows["ipt"]["tasks"]
 
 
-def test_cli_import_real_emt_x2_then_info_and_path(shared: Path) -> None:
+def test_cli_bundled_emt_x2_info_and_path_and_nothing_to_import(shared: Path) -> None:
     file = shared / "weights" / "EMT_LSR_x2.pth"
-    wrong = run("import", "emt-x3", str(file))
-    assert wrong.exit_code == 1 and "Error:" in wrong.stderr and "--force" in wrong.stderr
-
-    result = run("import", "emt-x2", str(file))
-    assert result.exit_code == 0, result.output
-
-    listed = {row["name"]: row["status"] for row in json.loads(run("list", "--json").stdout)}
-    assert listed["emt-x2"] == "cached" and listed["emt-x3"] == "missing"
-    assert run("path", "emt-x2").stdout.strip() == str(cached_model("emt-x2"))
+    shipped = run("import", "emt-x2", str(file))
+    assert shipped.exit_code == 1 and "ships with adaptir" in shipped.stderr
+    assert run("path", "emt-x2").stdout.strip() == str(default_manifest().bases["emt-x2"].path)
     info = json.loads(run("info", "emt-x2", "--json").stdout)
     assert info["sha256"] == default_manifest().bases["emt-x2"].sha256 == sha256_file(file)
     assert info["heads"] == {"sr2": {"scale": 2, "index": 0}} and info["architecture"] == "emt"
 
 
+def test_import_of_a_real_published_file(shared: Path, tmp_path: Path) -> None:
+    file = shared / "weights" / "EMT_LSR_x2.pth"
+    manifest = write_manifest(tmp_path, base_entry("emt-two", "https://example.org/x2.pth", sha256=sha256_file(file))
+                              + base_entry("emt-other", "https://example.org/x3.pth", sha256="2" * 64))
+    with pytest.raises(WeightsError, match="--force"):
+        import_weights("emt-other", file, manifest=manifest)
+    assert import_weights("emt-two", file, manifest=manifest) == cached_model("emt-two")
+    assert load_base("emt-two", manifest).sha256 == sha256_file(file)
+
+
 def test_cli_errors() -> None:
     unknown = run("fetch", "emt-x9")
     assert unknown.exit_code == 2 and "did you mean" in unknown.stderr
-    manual = run("fetch", "ipt", "emt-x2")  # offline: both fail, the batch reports each
+    manual = run("fetch", "ipt", "ipt-sr2", "emt-x2")  # both IPT files fail, the batch reports each
     assert manual.exit_code == 1
-    assert "adaptir models import ipt" in manual.stderr and "ADAPTIR_OFFLINE" in manual.stderr
-    assert "2 of 2" in manual.stderr and manual.stdout == ""
-    missing = run("path", "emt-x4")
+    assert "adaptir models import ipt" in manual.stderr and "adaptir models import ipt-sr2" in manual.stderr
+    assert "2 of 3" in manual.stderr and "emt-x2: already installed" in manual.stderr and manual.stdout == ""
+    missing = run("path", "ipt")
     assert missing.exit_code == 1 and "Hint:" in missing.stderr

@@ -2,7 +2,7 @@
 
 from adaptir_cli.adapters.adaptir import AdaptIR, AdaptIRConfig
 from adaptir_cli.adapters.errors import AdapterFileError, AdapterMismatchError, UnknownMethodError
-from adaptir_cli.adapters.file_format import AdapterFile, check_compatible, read_adapter, save_adapter
+from adaptir_cli.adapters.file_format import AdapterFile, check_compatible, is_adapter_file, read_adapter, save_adapter
 from adaptir_cli.adapters.injection import (
     AdaptedLayer,
     AdaptedMLP,
@@ -21,6 +21,7 @@ from adaptir_cli.adapters.methods import METHODS, Method, get_method
 from adaptir_cli.adapters.swap import apply_adapter
 
 __all__ = [
+    "is_adapter_file",
     "METHODS", "AdaptIR", "AdaptIRConfig", "AdaptedLayer", "AdaptedMLP", "AdaptedModule", "AdapterFile", "AdapterFileError",
     "AdapterMismatchError", "Method", "UnknownMethodError", "adapted_layers", "adapter_state_dict",
     "apply_adapter", "check_compatible", "get_method", "inject", "injected_method",

@@ -107,6 +107,18 @@ def save_adapter(
     return path
 
 
+def is_adapter_file(path: Path | str) -> bool:
+    """Whether `path` is a .safetensors file that says it is an adaptir adapter (bases say nothing of the kind)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == FORMAT_NAME
+    except SafetensorError:
+        return False
+
+
 def read_adapter(path: Path | str) -> AdapterFile:
     """Read an adapter file; raises AdapterFileError saying what is wrong with anything else."""
     path = Path(path)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adaptir_cli.adapters import AdapterFileError
+from adaptir_cli.bases.loading import WeightsError
 from adaptir_cli.bench.protocol import Protocol, ProtocolError, make_protocol
 from adaptir_cli.bench.render import bench_to_json, print_bench, print_speed, speed_to_json, write_csv, write_json
 from adaptir_cli.bench.runner import (
@@ -24,12 +25,13 @@ from adaptir_cli.bench.runner import (
     run_benchmark,
     run_speed,
 )
-from adaptir_cli.cli.common import fail, stderr, usage_error
+from adaptir_cli.cli.common import fail, split_hint, stderr, usage_error
 from adaptir_cli.cli.restore import load_restorer
 from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayout, find_dataset
 from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
+from adaptir_cli.weights.resolve import adapter_file, base_for, default_adapter
 
 _PIPE_WIDTH = 140
 
@@ -62,14 +64,20 @@ def bench(
         None, help="Input/target file templates of a custom pair set: 'LQ_TEMPLATE,GT_TEMPLATE' with {id}."
     ),
     base: Optional[str] = typer.Option(
-        None, "--base", "-b", help="Base model: a name from `adaptir models list` or a weights file."
+        None, "--base", "-b",
+        help="Base model: a name from `adaptir models list` or a weights file. Default: the one restore uses for --task.",
     ),
     adapter: list[str] = typer.Option(
-        [], "--adapter", "-a", help="Adapter file; repeat to compare (one column each; '' for the bare base)."
+        [], "--adapter", "-a",
+        help="Adapter: a name from `adaptir models list` or a file; repeat to compare (one column each; '' for the "
+        "bare base). Default: the one restore uses.",
     ),
     sigma: Optional[float] = typer.Option(None, help="Noise level (0..255 scale) for --task denoise."),
     seed: int = typer.Option(0, help="Seed of the noise and synthetic degradations (image i uses seed + i)."),
     baseline: bool = typer.Option(False, help="Also score the degraded input itself (bicubic up-scaling for SR)."),
+    baseline_only: bool = typer.Option(
+        False, "--baseline-only", help="Score only the degraded input (bicubic for SR); no base is loaded."
+    ),
     json_file: Optional[Path] = typer.Option(
         None, "--json", help="Write all results, per image, to this JSON file ('-': stdout)."
     ),
@@ -92,14 +100,15 @@ def bench(
     except (UnknownTaskError, ProtocolError) as error:
         usage_error(str(error))
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
-    adapters = [Path(a) if a else None for a in adapter]
+    if baseline_only and (base is not None or adapter):
+        usage_error("--baseline-only loads no base: drop --base and --adapter, or use --baseline beside them")
     if speed:
-        if dataset or baseline or csv_file or save_images:
-            usage_error("--speed times restore on a random image; drop --dataset, --baseline, --csv and --save-images")
-        if base is None:
-            usage_error("--speed needs --base", "adaptir bench --task sr4 --base emt-x4 --speed --size 256x256")
+        if dataset or baseline or baseline_only or csv_file or save_images:
+            usage_error(
+                "--speed times restore on a random image; drop --dataset, --baseline, --csv and --save-images"
+            )
         shape = _parse_size(size)
-        restorer = load_restorer(base, device, precision)
+        restorer, adapters = _model(task, base, adapter, device, precision)
         methods = _methods(adapters, restorer, baseline=False, scale=chosen.scale, task=task)
         with stderr.status("Timing restore ...", spinner="dots"):
             report = run_speed(restorer, task, methods, shape, repeats=repeats, settings=settings, seed=seed)
@@ -110,10 +119,6 @@ def bench(
 
     if not dataset:
         usage_error("give at least one --dataset", f"a test set ({', '.join(DATASETS)}) or a folder of images")
-    if base is None and not baseline:
-        usage_error("nothing to measure: give --base (and --adapter) or --baseline")
-    if adapter and base is None:
-        usage_error("--adapter needs --base: an adapter runs on the base it was trained for")
     try:
         layout = PairLayout.parse(pairs) if pairs else None
         sets = [find_dataset(name, data, layout) for name in dataset]
@@ -122,8 +127,8 @@ def bench(
     except DatasetError as error:
         fail(str(error))
 
-    restorer = load_restorer(base, device, precision) if base is not None else None
-    methods = _methods(adapters, restorer, baseline=baseline, scale=chosen.scale, task=task)
+    restorer, adapters = (None, []) if baseline_only else _model(task, base, adapter, device, precision)
+    methods = _methods(adapters, restorer, baseline=baseline or baseline_only, scale=chosen.scale, task=task)
     result = _run(sets, protocol, degradation, methods, restorer, settings, save_images, quiet)
 
     print_bench(_results_console(json_file), result)
@@ -134,6 +139,19 @@ def bench(
     if result.failures:
         stderr.print(f"[red]{result.failures} image/method runs failed; their images are left out of the means.[/]")
         raise typer.Exit(1)
+
+
+def _model(
+    task: str, base: str | None, adapter: list[str], device: str, precision: str
+) -> tuple[Restorer, list[Path | None]]:
+    """The base and adapters to score: what `adaptir restore` would use unless --base/--adapter say otherwise."""
+    try:
+        restorer = load_restorer(base_for(task, base), device, precision)
+        if adapter:
+            return restorer, [adapter_file(a) if a else None for a in adapter]
+        return restorer, [default_adapter(restorer.base, task)]
+    except WeightsError as error:
+        fail(*split_hint(error))
 
 
 def _methods(

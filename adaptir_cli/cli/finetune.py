@@ -16,11 +16,14 @@ from adaptir_cli.training.finetune import FULL
 from adaptir_cli.training.loop import FINETUNE_DEFAULTS
 from adaptir_cli.training.finetune import finetune as run_finetune
 from adaptir_cli.training.sampling import degradation_names
+from adaptir_cli.weights.resolve import base_for
 
 EXAMPLES = """
 Examples:
 
-  adaptir finetune --base emt-x4 --task lr4-noise30 --gt DIV2K_HR/ --val-fraction 0.02 --out lr4n30.safetensors
+  adaptir finetune --task lr4-noise30 --gt DIV2K_HR/ --val-fraction 0.02 --out lr4n30.safetensors   # on its default base
+
+  adaptir finetune --base lmlt-tiny-x4 --task lr4-noise30 --gt DIV2K_HR/ --out lr4n30-lmlt.safetensors
 
   adaptir finetune --base emt-x4 --task sr4 --gt DIV2K_HR/ --lq DIV2K_LR_x4/ --lq-template '{stem}x4{ext}' --out sr4.safetensors
 
@@ -37,7 +40,10 @@ Examples:
 
 
 def finetune(
-    base: str = typer.Option(..., "--base", "-b", help="Frozen base: a name from `adaptir models list` or a weights file."),
+    base: Optional[str] = typer.Option(
+        None, "--base", "-b",
+        help="Frozen base: a name from `adaptir models list` or a weights file. Default: the one restore uses for --task.",
+    ),
     task: str = typer.Option(..., "--task", "-t", help=f"Task the adapter is for ({', '.join(TASKS)})."),
     gt: Path = opt.GT,
     out: Path = typer.Option(..., "--out", "-o", help="Adapter file to write (.safetensors); its JSON log goes beside it."),
@@ -112,7 +118,7 @@ def finetune(
     )
     with opt.reported_training_errors():
         outcome = run_finetune(
-            base, task, out, data, settings, method=method, config=config, device=device, resume=resume,
+            base_for(task, base), task, out, data, settings, method=method, config=config, device=device, resume=resume,
             console=stderr, show_progress=not quiet,
         )
     if outcome.main:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,15 +10,17 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
-from adaptir_cli.bases.loading import WeightsError
+from adaptir_cli.adapters import AdapterFile, is_adapter_file, read_adapter
+from adaptir_cli.bases.loading import WeightsError, sha256_file
+from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.cli.common import fail, print_json, report_error, split_hint, stderr, usage_error
 from adaptir_cli.weights.cache import local_file, status
 from adaptir_cli.weights.fetch import fetch, how_to_get
 from adaptir_cli.weights.importing import import_weights
-from adaptir_cli.weights.manifest import AdapterEntry, BaseEntry, UnknownNameError, default_manifest
-from adaptir_cli.weights.resolve import load_base
+from adaptir_cli.weights.manifest import AdapterEntry, BaseEntry, Manifest, UnknownNameError, default_manifest
+from adaptir_cli.weights.resolve import adapter_file, load_base
 
 app = typer.Typer(
     help="List, download, import and inspect the base models adaptir knows.",
@@ -38,14 +41,17 @@ def _reported_errors() -> Iterator[None]:
 
 
 
-def _row(entry: BaseEntry | AdapterEntry) -> dict[str, object]:
+def _row(entry: BaseEntry | AdapterEntry, manifest: Manifest) -> dict[str, object]:
     if isinstance(entry, AdapterEntry):
         what = {"kind": "adapter", "base": entry.base, "method": entry.method, "tasks": [entry.task]}
+        default_for = [entry.task] if manifest.defaults.get(entry.task) == entry.base else []
     else:
         what = {"kind": "base", "architecture": entry.architecture, "tasks": list(entry.tasks)}
+        default_for = [task for task, name in manifest.defaults.items() if name == entry.name]
     return {
         "name": entry.name,
         **what,
+        "default_for": default_for,
         "size": entry.size,
         "license": entry.license,
         "status": status(entry),
@@ -56,8 +62,14 @@ def _row(entry: BaseEntry | AdapterEntry) -> dict[str, object]:
     }
 
 
-def _megabytes(size: object) -> str:
-    return f"{size / 1e6:.1f} MB" if isinstance(size, int) else "?"
+def _table(title: str, columns: dict[str, list[str]], wrap: str = "") -> Table:
+    """Identifiers are never wrapped or cut (names differ only at their end, and get copied): each such
+    column is as wide as its longest value; only the `wrap` column (a list of words) wraps."""
+    return Table(
+        *(Column(header, no_wrap=header != wrap, min_width=None if header == wrap else max(map(len, values), default=0))
+          for header, values in columns.items()),
+        title=title,
+    )
 
 
 @app.command("list", epilog="Examples:\n\n  adaptir models list\n\n  adaptir models list --json > models.json")
@@ -65,25 +77,37 @@ def list_models(json_out: bool = typer.Option(False, "--json", help="Print the l
     """List the known base models and shipped adapters, what they do, and whether each is installed here."""
     with _reported_errors():
         manifest = default_manifest()
-        rows = [_row(entry) for entry in (*manifest.bases.values(), *manifest.adapters.values())]
+        rows = [_row(entry, manifest) for entry in (*manifest.bases.values(), *manifest.adapters.values())]
     if json_out:
         print_json(rows)
         return
-    bases = Table("name", "architecture", "tasks", "size", "license", "status", title="Bases")
-    adapters = Table("name", "base", "task", "method", "size", "license", "status", title="Adapters (used by default)")
+    defaults = _table("What serves each task without --base", {
+        "task": list(manifest.defaults), "base": list(manifest.defaults.values()),
+        "adapter": [entry.name for entry in manifest.adapters.values()],
+    })
+    for task, name in manifest.defaults.items():
+        shipped = manifest.adapter_for(name, task)
+        defaults.add_row(task, name, shipped.name if shipped else "[dim]the base's own head[/]")
+    # Licences, sizes and sources are in `--json`: at 80 columns the tables keep what tells the
+    # entries apart.
+    bases = _table("Bases", {"name": list(manifest.bases), "arch": [], "tasks": [], "status": []}, wrap="tasks")
+    adapters = _table("Adapters (used by default)", {
+        "name": list(manifest.adapters), "base": [a.base for a in manifest.adapters.values()],
+        "task": [a.task for a in manifest.adapters.values()], "status": [],
+    })
     colours = {"cached": "green", "bundled": "green", "missing": "yellow"}
     for row in rows:
         state = f"[{colours[row['status']]}]{row['status']}[/]"
         if row["status"] == "missing" and row["download"] == "manual":
             state += " (manual download)"
-        size, licence = _megabytes(row["size"]), escape(row["license"])
         if row["kind"] == "base":
-            bases.add_row(row["name"], row["architecture"], ", ".join(row["tasks"]), size, licence, state)
+            bases.add_row(row["name"], row["architecture"], " ".join(row["tasks"]), state)
         else:
-            adapters.add_row(row["name"], row["base"], row["tasks"][0], row["method"], size, licence, state)
+            adapters.add_row(row["name"], row["base"], row["tasks"][0], state)
     Console().print(bases)
     if adapters.row_count:
         Console().print(adapters)
+    Console().print(defaults)
 
 
 @app.command(
@@ -131,17 +155,39 @@ def import_model(
 
 @app.command(
     "info",
-    epilog="Examples:\n\n  adaptir models info emt-x4\n\n  adaptir models info EMT_LSR_x2.pth --json",
+    epilog=(
+        "Examples:\n\n  adaptir models info emt-x4\n\n  adaptir models info EMT_LSR_x2.pth --json\n\n"
+        "  adaptir models info compactir-default-derain\n\n  adaptir models info my-adapter.safetensors"
+    ),
 )
 def info(
-    name_or_file: str = typer.Argument(..., metavar="NAME|FILE", help="An installed base name or a weights file."),
+    name_or_file: str = typer.Argument(
+        ..., metavar="NAME|FILE", help="A base or adapter name from `adaptir models list`, or a weights or adapter file."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the description as JSON on stdout."),
 ) -> None:
-    """Describe a base: heads and their scales, parameters, sha256 and the inferred configuration."""
+    """Describe a base (heads, parameters, sha256, configuration) or an adapter (method, task, base, training)."""
     with _reported_errors():
-        base = load_base(name_or_file)
+        file = adapter_file(name_or_file)
+        details = _adapter_details(read_adapter(file)) if is_adapter_file(file) else _base_details(load_base(name_or_file))
+    if json_out:
+        print_json(details)
+        return
+    console = Console(highlight=False)
+    width = max(map(len, details))
+    for key, value in details.items():
+        if key == "heads":
+            value = ", ".join(f"{head} (x{spec['scale']})" for head, spec in value.items())
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif key in ("parameters", "base_parameters"):
+            value = f"{value:,}"
+        console.print(f"{key:>{width}}: {escape(str(value))}")
+
+
+def _base_details(base: LoadedBase) -> dict[str, object]:
     descriptor = base.descriptor
-    details = {
+    return {
         "name": base.name,
         "architecture": descriptor.architecture,
         "source": base.source,
@@ -156,18 +202,29 @@ def info(
         "mlp_dim": descriptor.mlp_dim,
         "config": descriptor.config,
     }
-    if json_out:
-        print_json(details)
-        return
-    console = Console(highlight=False)
-    for key, value in details.items():
-        if key == "heads":
-            value = ", ".join(f"{head} (x{spec['scale']})" for head, spec in details["heads"].items())
-        elif key == "config":
-            value = ", ".join(f"{k}={v}" for k, v in descriptor.config.items())
-        elif key == "parameters":
-            value = f"{value:,}"
-        console.print(f"{key:>14}: {escape(str(value))}")
+
+
+def _adapter_details(adapter: AdapterFile) -> dict[str, object]:
+    training = adapter.training or {}
+    summary = {key: training[key] for key in ("steps", "batch", "patch", "lr", "seconds") if key in training}
+    if training.get("final_validation"):
+        summary["validation"] = {
+            key: round(value, 4) if isinstance(value, float) else value for key, value in training["final_validation"].items()
+        }
+    return {
+        "file": str(adapter.path),
+        "sha256": sha256_file(adapter.path),
+        "method": adapter.method,
+        "method_config": dataclasses.asdict(adapter.config),
+        "task": adapter.task,
+        "scale": adapter.scale,
+        "base": adapter.base_name,
+        "base_sha256": adapter.base_sha256,
+        "base_architecture": adapter.base_architecture,
+        # Trainable parameters as training counted them; the file also holds BatchNorm statistics.
+        "parameters": training.get("trainable_parameters", sum(tensor.numel() for tensor in adapter.state.values())),
+        "training": summary,
+    }
 
 
 @app.command("path", epilog="Examples:\n\n  adaptir models path emt-x4\n\n  ls -l $(adaptir models path emt-x4)")

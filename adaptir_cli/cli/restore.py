@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dataclasses import replace
+from rich.console import Console
 
 from adaptir_cli.bases.loading import WeightsError
-from adaptir_cli.batch import JobPlanError, JobResult, plan_jobs, run_jobs
+from adaptir_cli.batch import Job, JobPlanError, JobResult, plan_jobs, run_jobs
 from adaptir_cli.cli.common import fail, print_json, split_hint, stderr, usage_error
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
-from adaptir_cli.weights.resolve import default_adapter, load_base, load_default_base
+from adaptir_cli.weights.resolve import adapter_file, base_for, default_adapter, load_base
 
 EXAMPLES = """
 Examples:
@@ -37,10 +38,14 @@ def restore(
     task: list[str] = typer.Option(
         ..., "--task", "-t", help=f"Task ({', '.join(TASKS)}); repeat once per input to mix tasks."
     ),
-    base: Optional[str] = typer.Option(None, "--base", "-b", help="Base model: a name from `adaptir models list` or a weights file."),
+    base: Optional[str] = typer.Option(
+        None, "--base", "-b",
+        help="Base model: a name from `adaptir models list` or a weights file. Default: the task's (`adaptir models list`).",
+    ),
     adapter: list[str] = typer.Option(
         [], "--adapter", "-a",
-        help="Adapter .safetensors file; repeat once per input ('' for none). Default: the adapter shipped for the task, if any.",
+        help="Adapter: a name from `adaptir models list` or a .safetensors file; repeat once per input ('' for none). "
+        "Default: the adapter shipped for the task's base, if any.",
     ),
     tile: Optional[int] = typer.Option(None, help="Tile size in input pixels (0: whole image). Default: the base's."),
     overlap: Optional[int] = typer.Option(None, help="Overlap between tiles in input pixels. Default: the base's."),
@@ -62,66 +67,76 @@ def restore(
     if output_dir.is_file():
         usage_error(f"the last argument must be the output folder, but {output_dir} is a file")
     try:
+        adapters = [adapter_file(a) if a else None for a in adapter]
+    except WeightsError as error:
+        fail(*split_hint(error))
+    try:
         for name in task:
             get_task(name)
-        jobs = plan_jobs(
-            inputs, output_dir, task, [Path(a) if a else None for a in adapter],
-            recursive=recursive, suffix=suffix, ext=ext,
-        )
+        jobs = plan_jobs(inputs, output_dir, task, adapters, recursive=recursive, suffix=suffix, ext=ext)
     except (JobPlanError, UnknownTaskError) as error:
         usage_error(str(error))
     if not jobs:
         fail("no images found in the inputs", "pass image files, or folders holding them (--recursive for sub-folders)")
 
-    restorer = load_restorer(base, device, precision)
+    try:  # each task's base: --base, else the task's default; every base is loaded once
+        names = [str(base_for(job.task, base)) for job in jobs]
+    except WeightsError as error:
+        fail(*split_hint(error))
+    restorers = {name: load_restorer(name, device, precision) for name in dict.fromkeys(names)}
     if not adapter:  # nothing given: each task gets the adapter the project ships for it, if any
         try:
-            jobs = [replace(job, adapter=default_adapter(restorer.base, job.task)) for job in jobs]
+            jobs = [replace(job, adapter=default_adapter(restorers[name].base, job.task)) for job, name in zip(jobs, names)]
         except WeightsError as error:
             fail(*split_hint(error))
-    for pair in dict.fromkeys((job.task, job.adapter) for job in jobs):
-        try:  # check every task/adapter pair against the base before the first image
-            restorer.use(*pair, force=force)
+    for name, job_task, job_adapter in dict.fromkeys((n, job.task, job.adapter) for n, job in zip(names, jobs)):
+        try:  # check every task/adapter pair against its base before the first image
+            restorers[name].use(job_task, job_adapter, force=force)
         except Exception as error:
             fail(str(error), "see `adaptir restore --help`")
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
-    results = _run(restorer, jobs, settings, overwrite=overwrite, force=force, quiet=quiet)
+    groups = [(restorer, [job for job, n in zip(jobs, names) if n == name]) for name, restorer in restorers.items()]
+    order = {job: index for index, job in enumerate(jobs)}
+    results = sorted(_run(groups, settings, overwrite=overwrite, force=force, quiet=quiet), key=lambda r: order[r.job])
 
     failed = [r for r in results if r.status == "failed"]
     if json_out:
+        base_of = {job.output: name for job, name in zip(jobs, names)}
         print_json({
-            "base": restorer.base.name,
-            "base_sha256": restorer.base.sha256,
-            "device": str(restorer.device),
-            "precision": restorer.precision,
+            "bases": [
+                {"name": name, "sha256": r.base.sha256, "device": str(r.device), "precision": r.precision}
+                for name, r in restorers.items()
+            ],
             "ok": sum(r.status == "ok" for r in results),
             "skipped": sum(r.status == "skipped" for r in results),
             "failed": len(failed),
-            "images": [r.to_json() for r in results],
+            "images": [{**r.to_json(), "base": base_of[r.job.output]} for r in results],
         })
     if failed:
         stderr.print(f"[red]{len(failed)} of {len(results)} images failed.[/]")
         raise typer.Exit(1)
 
 
-def load_restorer(base: str | None, device: str, precision: str) -> Restorer:
-    """The base named by --base (default: the bundled one) on its device; errors end the command."""
+def load_restorer(base: str | Path, device: str, precision: str) -> Restorer:
+    """The base named by --base (or a task's default) on its device; errors end the command."""
     try:
-        with stderr.status(f"Loading {base or 'the default base'} ...", spinner="dots"):
-            loaded = load_default_base() if base is None else load_base(base)
-            return Restorer(loaded, device=device, precision=precision)
+        with stderr.status(f"Loading {base} ...", spinner="dots"):
+            return Restorer(load_base(base), device=device, precision=precision)
     except (OSError, ValueError, KeyError) as error:
         fail(*split_hint(error))
 
 
-def _run(restorer: Restorer, jobs, settings: TileSettings, *, overwrite: bool, force: bool, quiet: bool) -> list[JobResult]:
+def _run(
+    groups: list[tuple[Restorer, list[Job]]], settings: TileSettings, *, overwrite: bool, force: bool, quiet: bool
+) -> list[JobResult]:
+    """Run each base's jobs in turn under one progress display."""
     results: list[JobResult] = []
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=stderr, disable=quiet, transient=False,
     )
     with progress:
-        files = progress.add_task("images", total=len(jobs))
+        files = progress.add_task("images", total=sum(len(jobs) for _, jobs in groups))
         tiles = progress.add_task("tiles", total=None, visible=False)
 
         def on_image(job) -> None:
@@ -130,16 +145,21 @@ def _run(restorer: Restorer, jobs, settings: TileSettings, *, overwrite: bool, f
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)
 
-        for result in run_jobs(
-            restorer, jobs, settings, overwrite=overwrite, force=force, on_image=on_image, on_tile=on_tile
-        ):
-            results.append(result)
-            progress.advance(files)
-            if result.status == "failed":
-                progress.console.print(f"[red]failed[/] {result.job.source}: {result.error}", highlight=False)
-            elif result.status == "skipped" and not quiet:
-                progress.console.print(f"[dim]skipped {result.job.source}: {result.error}[/]", highlight=False)
-            for note in result.stats.notes:
-                progress.console.print(f"[yellow]{result.job.source.name}: {note}[/]", highlight=False)
+        for restorer, jobs in groups:
+            for result in run_jobs(
+                restorer, jobs, settings, overwrite=overwrite, force=force, on_image=on_image, on_tile=on_tile
+            ):
+                results.append(result)
+                progress.advance(files)
+                _report(progress.console, result, quiet)
         progress.update(tiles, visible=False)
     return results
+
+
+def _report(console: Console, result: JobResult, quiet: bool) -> None:
+    if result.status == "failed":
+        console.print(f"[red]failed[/] {result.job.source}: {result.error}", highlight=False)
+    elif result.status == "skipped" and not quiet:
+        console.print(f"[dim]skipped {result.job.source}: {result.error}[/]", highlight=False)
+    for note in result.stats.notes:
+        console.print(f"[yellow]{result.job.source.name}: {note}[/]", highlight=False)

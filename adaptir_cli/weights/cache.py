@@ -15,7 +15,7 @@ from typing import Literal
 
 import platformdirs
 
-from adaptir_cli.weights.manifest import BaseEntry
+from adaptir_cli.weights.manifest import WeightsEntry
 
 Status = Literal["bundled", "cached", "missing"]
 
@@ -34,13 +34,13 @@ def cached_model(name: str) -> Path:
     return models_dir() / f"{name}.safetensors"
 
 
-def local_file(entry: BaseEntry) -> Path:
-    """The file a base loads from on this machine (which may not exist yet)."""
+def local_file(entry: WeightsEntry) -> Path:
+    """The file a base or adapter loads from on this machine (which may not exist yet)."""
     # The manifest sets `path` exactly for bundled entries.
     return entry.path if entry.path is not None else cached_model(entry.name)
 
 
-def status(entry: BaseEntry) -> Status:
+def status(entry: WeightsEntry) -> Status:
     if entry.kind == "bundled":
         return "bundled"
     return "cached" if cached_model(entry.name).is_file() else "missing"

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from adaptir_cli.bases.loading import WeightsError
 from adaptir_cli.weights.cache import local_file, scratch_file
 from adaptir_cli.weights.importing import convert
-from adaptir_cli.weights.manifest import BaseEntry, Manifest, default_manifest
+from adaptir_cli.weights.manifest import BaseEntry, Manifest, WeightsEntry, default_manifest
 
 _CHUNK = 1 << 16
 _TIMEOUT_S = 60
@@ -32,8 +32,8 @@ def is_offline() -> bool:
     return os.environ.get("ADAPTIR_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def how_to_get(entry: BaseEntry) -> str:
-    """The hint telling a user how to install a base that is not on this machine."""
+def how_to_get(entry: WeightsEntry) -> str:
+    """The hint telling a user how to install a base or adapter that is not on this machine."""
     if entry.kind == "bundled":
         return f"{entry.name} ships inside the adaptir package, which is incomplete: reinstall adaptir."
     if entry.kind == "manual":

@@ -10,7 +10,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Collection
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -55,12 +55,27 @@ class WeightsEntry:
     path: Path | None = None
     size: int | None = None
     sha256: str | None = None
+    # A published file shipped converted: the shipped file's own size and sha256 (size and
+    # sha256 above stay those of the published original, the identity adapters record).
+    bundled_size: int | None = None
+    bundled_sha256: str | None = None
+    # The licence text shipped beside a bundled published file, under the bundled folder.
+    license_file: Path | None = None
 
     @property
     def kind(self) -> Kind:
-        if self.source == "bundled":
+        if self.path is not None:
             return "bundled"
         return "manual" if self.manual else "download"
+
+    @property
+    def shipped_sha256(self) -> str | None:
+        """The sha256 of the file inside the package, byte for byte (bundled entries)."""
+        return self.bundled_sha256 or (self.sha256 if self.source == "bundled" else None)
+
+    @property
+    def shipped_size(self) -> int | None:
+        return self.bundled_size or (self.size if self.source == "bundled" else None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +83,6 @@ class BaseEntry(WeightsEntry):
     architecture: str
     tasks: tuple[str, ...]
     heads: tuple[str, ...] | None = None
-    # The base `adaptir restore` uses without --base (one bundled entry: works offline).
-    default: bool = False
 
     def rename_heads(self, descriptor: BaseDescriptor) -> BaseDescriptor:
         """Give the file's heads the manifest's names, in head-index order (identity without `heads`)."""
@@ -97,10 +110,12 @@ class Manifest:
     path: Path
     bases: dict[str, BaseEntry]
     adapters: dict[str, AdapterEntry]
+    # task -> the base every command uses for it when no --base is given (bundled: works offline).
+    defaults: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def default_base(self) -> BaseEntry | None:
-        return next((entry for entry in self.bases.values() if entry.default), None)
+    def default_base_for(self, task: str) -> BaseEntry | None:
+        name = self.defaults.get(task)
+        return None if name is None else self.bases[name]
 
     def adapter_for(self, base: str, task: str) -> AdapterEntry | None:
         """The shipped adapter for `task` on the base named `base`, if the project has one."""
@@ -141,18 +156,22 @@ def load_manifest(path: Path, *, bundled_dir: Path = BUNDLED_DIR) -> Manifest:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ManifestError(f"cannot read the weights manifest {path}: {error}") from error
-    unknown_tables = set(data) - {"bases", "adapters"}
+    unknown_tables = set(data) - {"bases", "adapters", "defaults"}
     if unknown_tables:
-        raise ManifestError(f"{path}: unknown top-level table(s) {sorted(unknown_tables)}; expected bases, adapters")
+        raise ManifestError(
+            f"{path}: unknown top-level table(s) {sorted(unknown_tables)}; expected bases, adapters, defaults"
+        )
     context = _Context(path, bundled_dir)
     bases = {name: context.entry(BaseEntry, name, raw) for name, raw in data.get("bases", {}).items()}
     adapters = {name: context.entry(AdapterEntry, name, raw) for name, raw in data.get("adapters", {}).items()}
-    if sum(entry.default for entry in bases.values()) > 1:
-        raise ManifestError(f"{path}: more than one base is marked default = true")
     for entry in adapters.values():
         if entry.base not in bases:
             raise ManifestError(f"{path}: adapter {entry.name} names base {entry.base!r}, which is not in [bases]")
-    return Manifest(path=path, bases=bases, adapters=adapters)
+    defaults = data.get("defaults", {})
+    manifest = Manifest(path=path, bases=bases, adapters=adapters, defaults=dict(defaults))
+    for task, name in defaults.items():
+        context.check_default(task, name, manifest)
+    return manifest
 
 
 @dataclass(frozen=True)
@@ -176,9 +195,9 @@ class _Context:
         for key, value in raw.items():
             if key in ("tasks", "heads"):
                 values[key] = self.strings(name, key, value)
-            elif key == "path":
+            elif key in ("path", "license_file"):
                 values[key] = self.bundled_dir / self.text(name, key, value)
-            elif key not in ("manual", "size", "default"):
+            elif key not in ("manual", "size", "bundled_size"):
                 self.text(name, key, value)
         for task in values.get("tasks", ()) + ((values["task"],) if "task" in values else ()):
             if task not in TASKS:
@@ -199,18 +218,39 @@ class _Context:
 
     def check_source(self, entry: WeightsEntry) -> None:
         name = entry.name
-        if entry.sha256 is not None and not _SHA256.fullmatch(entry.sha256):
-            raise self.fail(name, "has a sha256 that is not 64 lower-case hex digits")
-        for flag in ("manual", "default"):
-            if not isinstance(getattr(entry, flag, False), bool):
-                raise self.fail(name, f"has a {flag} that is not true or false")
-        if entry.size is not None and (type(entry.size) is not int or entry.size <= 0):
-            raise self.fail(name, "has a size that is not a positive number of bytes")
-        if entry.kind == "bundled" and entry.path is None:
+        for key in ("sha256", "bundled_sha256"):
+            digest = getattr(entry, key)
+            if digest is not None and not _SHA256.fullmatch(digest):
+                raise self.fail(name, f"has a {key} that is not 64 lower-case hex digits")
+        if not isinstance(entry.manual, bool):
+            raise self.fail(name, "has a manual that is not true or false")
+        for key in ("size", "bundled_size"):
+            size = getattr(entry, key)
+            if size is not None and (type(size) is not int or size <= 0):
+                raise self.fail(name, f"has a {key} that is not a positive number of bytes")
+        published = entry.source != "bundled"
+        if not published and entry.path is None:
             raise self.fail(name, 'is bundled but has no path (under adaptir_cli/weights/bundled/)')
-        if entry.kind != "bundled" and entry.path is not None:
-            raise self.fail(name, 'has a path but its source is not "bundled"')
-        if entry.kind != "bundled" and not entry.source.startswith(_URL_SCHEMES):
+        if published and not entry.source.startswith(_URL_SCHEMES):
             raise self.fail(name, f'has source {entry.source!r}: expected a URL or "bundled"')
+        # A published file shipped converted keeps its licence text and both hashes beside it.
+        shipped_published = ("bundled_sha256", "bundled_size", "license_file")
+        if published and entry.path is not None and any(getattr(entry, key) is None for key in shipped_published):
+            raise self.fail(name, f"ships a published file, so it must set {', '.join(shipped_published)}")
+        if (not published or entry.path is None) and any(getattr(entry, key) is not None for key in shipped_published):
+            raise self.fail(name, f"sets {', '.join(shipped_published)}, which only a shipped published file has")
         if entry.manual != (entry.file is not None):
             raise self.fail(name, "must set `file` (the file to download by hand) exactly when manual = true")
+
+    def check_default(self, task: Any, name: Any, manifest: Manifest) -> None:
+        where = f"{self.path}: [defaults] {task} = {name!r}"
+        if task not in TASKS:
+            raise ManifestError(f"{self.path}: [defaults] names unknown task {task!r}; known: {', '.join(TASKS)}")
+        if not isinstance(name, str) or name not in manifest.bases:
+            raise ManifestError(f"{where} is not a base in [bases]")
+        entry, adapter = manifest.bases[name], manifest.adapter_for(name, task)
+        if entry.kind != "bundled":
+            raise ManifestError(f"{where} must be a bundled base, so that the default works offline")
+        shipped = adapter is not None and adapter.kind == "bundled"
+        if not shipped and (TASKS[task].adapter_required or task not in entry.tasks):
+            raise ManifestError(f"{where}: the base alone cannot do {task}, and no bundled adapter for it is listed")

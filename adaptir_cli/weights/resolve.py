@@ -14,25 +14,46 @@ from adaptir_cli.weights.manifest import Manifest, default_manifest
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 
-def load_default_base(manifest: Manifest | None = None) -> LoadedBase:
-    """The base `adaptir restore` uses when no --base is given: the bundled default."""
-    manifest = manifest or default_manifest()
-    entry = manifest.default_base
+def base_for(task: str, base: str | Path | None = None, manifest: Manifest | None = None) -> str | Path:
+    """What serves `task`: the --base the user gave, else the manifest's default base for the task.
+
+    `restore`, `bench` and `finetune` all ask here, so the three agree on what "no --base" means.
+    """
+    if base is not None:
+        return base
+    entry = (manifest or default_manifest()).default_base_for(task)
     if entry is None:
         raise WeightsError(
-            "this installation names no default base\nHint: pass --base NAME (see `adaptir models list`) or a weights file."
+            f"no shipped base serves task {task}\nHint: pass --base NAME (see `adaptir models list`) or a weights file."
         )
-    return load_base(entry.name, manifest)
+    return entry.name
 
 
 def default_adapter(base: LoadedBase, task: str, manifest: Manifest | None = None) -> Path | None:
-    """The installed adapter the project ships for `task` on `base`, or None."""
-    entry = (manifest or default_manifest()).adapter_for(base.name, task)
+    """The installed adapter the project ships for `task` on `base`, or None.
+
+    The base is recognised by name or, when it was loaded from a file, by its sha256 identity.
+    """
+    manifest = manifest or default_manifest()
+    names = [base.name] + [entry.name for entry in manifest.bases.values() if entry.sha256 == base.sha256]
+    entry = next((found for name in names if (found := manifest.adapter_for(name, task)) is not None), None)
     if entry is None:
         return None
     file = local_file(entry)
     if not file.is_file():
         raise WeightsError(f"the {task} adapter for {base.name} is not installed\nHint: {how_to_get(entry)}")
+    return file
+
+
+def adapter_file(name_or_path: str | Path, manifest: Manifest | None = None) -> Path:
+    """An adapter by the name `adaptir models list` shows, or a file (an existing file wins)."""
+    path = Path(name_or_path)
+    entry = (manifest or default_manifest()).adapters.get(str(name_or_path))
+    if path.is_file() or entry is None:
+        return path  # a missing file is reported where it is read, with the path the user typed
+    file = local_file(entry)
+    if not file.is_file():
+        raise WeightsError(f"adapter {entry.name} is not installed\nHint: {how_to_get(entry)}")
     return file
 
 
