@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from adaptir_cli import __version__
-from adaptir_cli.cli import bench, experiment, finetune, models, pretrain, restore
+from adaptir_cli.cli import bench, compare, experiment, finetune, models, pretrain, restore
 from adaptir_cli.cli.common import show_tracebacks, stderr
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("restore", epilog=restore.EXAMPLES)(restore.restore)
 app.command("bench", epilog=bench.EXAMPLES)(bench.bench)
 app.command("finetune", epilog=finetune.EXAMPLES)(finetune.finetune)
 app.command("pretrain", epilog=pretrain.EXAMPLES)(pretrain.pretrain)
+app.command("compare", epilog=compare.EXAMPLES)(compare.compare)
 app.add_typer(models.app, name="models")
 app.add_typer(experiment.app, name="experiment")
 

@@ -17,7 +17,7 @@ from rich.markup import escape
 from adaptir_cli.cli.common import EXIT_USAGE, fail, print_json, split_hint, stderr
 from adaptir_cli.training.data import default_workers
 from adaptir_cli.training.loop import FINETUNE_DEFAULTS, LoopSettings, TrainingInterrupted, TrainResult
-from adaptir_cli.training.schedule import SCHEDULES, Schedule, default_warmup
+from adaptir_cli.training.schedule import SCHEDULES
 
 EXIT_INTERRUPTED = 130
 
@@ -55,9 +55,8 @@ def loop_settings(
 ) -> LoopSettings:
     """The loop's settings from the command's flags; invalid combinations are usage errors."""
     try:
-        return LoopSettings(
-            steps=steps, batch=batch, patch=patch, lr=lr,
-            schedule=Schedule(schedule, steps, default_warmup(steps) if warmup is None else warmup),
+        return LoopSettings.from_options(
+            steps=steps, batch=batch, patch=patch, lr=lr, schedule=schedule, warmup=warmup,
             weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, val_every=val_every,
             checkpoint_every=checkpoint_every, precision=precision, workers=workers,
         )

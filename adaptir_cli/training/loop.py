@@ -45,7 +45,8 @@ from adaptir_cli.training.checkpoint import (
 from adaptir_cli.training.distributed import Distributed, all_reduce_sum, barrier, use_global_batchnorm
 from adaptir_cli.training.progress import TrainingProgress
 from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData
-from adaptir_cli.training.schedule import Schedule
+from adaptir_cli.training.data import default_workers
+from adaptir_cli.training.schedule import Schedule, default_warmup
 from adaptir_cli.training.validation import ValidationSet, evaluate, mean_psnr
 
 
@@ -85,6 +86,18 @@ class LoopSettings:
             raise ValueError("--lr must be positive; --weight-decay and --grad-clip must be 0 or more")
         if self.schedule.steps != self.steps:
             raise ValueError(f"the schedule covers {self.schedule.steps} steps but the run has {self.steps}")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "LoopSettings":
+        """Settings from flag-like values (`schedule` by name, `warmup` None for the default),
+        FINETUNE_DEFAULTS filling what is not given; raises ValueError for invalid values."""
+        values = {**FINETUNE_DEFAULTS, **options}
+        warmup = values.pop("warmup")
+        steps = values["steps"]
+        values["schedule"] = Schedule(values["schedule"], steps, default_warmup(steps) if warmup is None else warmup)
+        if values["workers"] is None:
+            values["workers"] = default_workers()
+        return cls(**values)
 
     def identity(self, world: int) -> dict[str, Any]:
         """The settings a resume must keep. Only the global batch counts: a run may resume with
