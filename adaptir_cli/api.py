@@ -140,12 +140,14 @@ def finetune(
     lq: str | Path | None = None,
     method: str = "adaptir",
     device: str = "auto",
-    val_fraction: float = 0.0,
+    val_fraction: float | None = None,
     **loop: Any,
 ) -> Path:
     """Train an adapter for `task` on `base` (default: the task's base) and return the file written.
 
     `loop` takes the loop settings of `adaptir finetune` by name (steps, batch, patch, lr, ...).
+    As the command, it holds out a tenth of `gt` (at most 8 images) for validation unless
+    `val_fraction` says otherwise (0: none).
     """
     from adaptir_cli.training.data import DataOptions
     from adaptir_cli.training.finetune import finetune as run

@@ -35,6 +35,7 @@ from adaptir_cli.training.data import (
     DataOptions,
     ImageSet,
     check_sizes,
+    AUTO_VALIDATION,
     holdout,
     list_images,
     load_clean,
@@ -121,6 +122,12 @@ def test_exclusion_list_and_seeded_holdout(shared: Path, tmp_path: Path) -> None
     assert holdout(10, 0.2, seed=3) == (train, held) and holdout(10, 0.2, seed=4) != (train, held)
     with pytest.raises(DataError, match="at least 2 images"):
         holdout(1, 0.5, seed=0)
+
+
+@pytest.mark.parametrize(("count", "held"), [(1, 0), (2, 1), (8, 1), (30, 3), (358, 8)])
+def test_the_default_validation_split_is_a_tenth_at_most_eight_images(count: int, held: int) -> None:
+    train, validation = holdout(count, AUTO_VALIDATION, seed=0)
+    assert len(validation) == held and len(train) == count - held
 
 
 # --- sampling and schedules -----------------------------------------------------------------
@@ -214,7 +221,9 @@ def test_only_adapter_tensors_change_and_the_base_is_verified(uninterrupted: Ref
     assert summary["final_validation"]["psnr"] > 0 and summary["trainable_parameters"] > 0
     assert summary["data"]["train_images"] == 3 and summary["data"]["validation_images"] == 1
     log = json.loads(uninterrupted.out.with_suffix(".json").read_text())
-    assert len(log["history"]["losses"]) == 6 and [v["step"] for v in log["history"]["validations"]] == [3, 6]
+    # Step 0 is the bare base (the adapter starts as the identity): the score the adapter must beat.
+    assert len(log["history"]["losses"]) == 6 and [v["step"] for v in log["history"]["validations"]] == [0, 3, 6]
+    assert summary["start_validation"]["psnr"] == log["history"]["validations"][0]["tasks"]["sr2"]["psnr"]
     assert not checkpoint_path(uninterrupted.out).exists(), "a finished run removes its checkpoint"
 
 
@@ -388,6 +397,22 @@ def test_finetune_command_writes_an_adapter_that_restore_accepts(
     ])
     assert restored.exit_code == 0, restored.output
     assert Image.open(next((tmp_path / "restored").iterdir())).size == (96, 96)
+
+
+def test_finetune_reports_the_gain_over_the_bare_base_and_warns_without_one(
+    tiny_emt_file: Path, clean_dir: Path, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, [
+        "finetune", "--base", str(tiny_emt_file), "--task", "sr2", "--gt", str(clean_dir),
+        "--out", str(tmp_path / "a.safetensors"), "--steps", "1", "--batch", "1", "--patch", "20", "--lr", "1e-12",
+        "--val-fraction", "0.25", "--device", "cpu", "--workers", "0", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    before, after = (summary[key]["sr2"]["psnr"] for key in ("start_validation", "final_validation"))
+    text = " ".join(result.stderr.split())
+    assert f"validation PSNR: base {before:.2f} dB, adapter {after:.2f} dB ({after - before:+.2f})" in text
+    assert "does not beat the bare base" in text  # an lr of 1e-12 changes nothing
 
 
 def test_finetune_command_errors(tiny_emt_file: Path, clean_dir: Path, tmp_path: Path) -> None:

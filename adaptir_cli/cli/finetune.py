@@ -58,7 +58,7 @@ def finetune(
     exclude: Optional[Path] = opt.EXCLUDE,
     val_gt: Optional[Path] = opt.VAL_GT,
     val_lq: Optional[Path] = opt.VAL_LQ,
-    val_fraction: float = opt.VAL_FRACTION,
+    val_fraction: Optional[float] = opt.FINETUNE_VAL_FRACTION,
     val_crop: int = opt.VAL_CROP,
     method: str = typer.Option(
         "adaptir", "--method",

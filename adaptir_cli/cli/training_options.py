@@ -20,6 +20,8 @@ from adaptir_cli.training.loop import FINETUNE_DEFAULTS, LoopSettings, TrainingI
 from adaptir_cli.training.schedule import SCHEDULES
 
 EXIT_INTERRUPTED = 130
+# Below this validation gain an adapter is not worth its file: say so at the end of the run.
+MIN_GAIN_DB = 0.05
 
 GT = typer.Option(..., "--gt", help="Folder of clean (ground-truth) training images.", show_default=False)
 EXCLUDE = typer.Option(
@@ -28,6 +30,11 @@ EXCLUDE = typer.Option(
 VAL_GT = typer.Option(None, "--val-gt", help="Folder of validation ground truths (default: no validation).")
 VAL_LQ = typer.Option(None, "--val-lq", help="Inputs of the --val-gt images (default: made by the degradation).")
 VAL_FRACTION = typer.Option(0.0, "--val-fraction", min=0.0, max=0.99, help="Hold out this fraction of --gt for validation.")
+# finetune validates by default: the end-of-run line compares the adapter with the bare base.
+FINETUNE_VAL_FRACTION = typer.Option(
+    None, "--val-fraction", min=0.0, max=0.99, show_default=False,
+    help="Hold out this fraction of --gt for validation. Default: 10 %, at most 8 images (none with --val-gt).",
+)
 VAL_CROP = typer.Option(0, "--val-crop", min=0, help="Validate on centred crops of N input px (0: whole images).")
 STEPS = typer.Option(FINETUNE_DEFAULTS["steps"], "--steps", min=1, help="Optimizer steps.")
 BATCH = typer.Option(FINETUNE_DEFAULTS["batch"], "--batch", min=1, help="Samples per step, per process (torchrun: global batch = batch x processes).")
@@ -68,17 +75,29 @@ def report_outcome(
     kind: str, written: Path, log: Path, result: TrainResult, *, quiet: bool, json_out: bool, **extra: Any
 ) -> None:
     """Say what a finished run wrote (stderr) and, with --json, summarise it on stdout."""
-    final = result.final_validation or {}
+    final, start = result.final_validation or {}, result.start_validation or {}
     if not quiet:
         scores = ", ".join(f"{task} {metrics['psnr']:.2f} dB" for task, metrics in final.items())
         stderr.print(
             f"Wrote {written} ({result.trainable_parameters:,} trained parameters)"
-            + (f"; validation {scores}" if scores else ""), highlight=False, soft_wrap=True,
+            + (f"; validation {scores}" if scores and not start else ""), highlight=False, soft_wrap=True,
         )
+        for task in final.keys() & start.keys():  # a trained adapter against the bare base it started from
+            before, after = start[task]["psnr"], final[task]["psnr"]
+            stderr.print(f"validation PSNR: base {before:.2f} dB, {kind} {after:.2f} dB ({after - before:+.2f})",
+                         highlight=False)
+            if after - before < MIN_GAIN_DB:
+                stderr.print(
+                    f"[yellow]Warning:[/] the {kind} does not beat the bare base on the validation images "
+                    f"(by {MIN_GAIN_DB} dB or more).\n"
+                    "[yellow]Hint:[/] train longer (--steps), try a higher --lr, or give more or more varied images.",
+                    highlight=False, soft_wrap=True,
+                )
     if json_out:
         print_json({
             kind: str(written), "log": str(log), **extra, "steps": result.steps, "seconds": result.history.seconds,
-            "final_validation": final or None, "best_validation": result.history.best,
+            "start_validation": start or None, "final_validation": final or None,
+            "best_validation": result.history.best,
             "trainable_parameters": result.trainable_parameters,
         })
 

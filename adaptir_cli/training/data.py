@@ -213,16 +213,26 @@ def check_sizes(images: ImageSet, scale: int, patch: int) -> None:
         )
 
 
-def holdout(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split image indices into (train, validation): a seeded `fraction` is held out.
+# The validation split when none is asked for (finetune's default, AUTO_VALIDATION): a tenth of
+# the images, at most 8 so that validating whole images stays cheap, none from a single image.
+# Without it a user cannot tell whether an adapter helps at all.
+AUTO_VALIDATION = None
+_AUTO_SHARE, _AUTO_MAX = 0.1, 8
+
+
+def holdout(count: int, fraction: float | None, seed: int) -> tuple[list[int], list[int]]:
+    """Split image indices into (train, validation): a seeded `fraction` (None: the default) is held out.
 
     At least one image is held out when `fraction` > 0, and at least one is left to train on.
     """
-    if not 0.0 <= fraction < 1.0:
+    if fraction is AUTO_VALIDATION:
+        held = min(_AUTO_MAX, math.ceil(count * _AUTO_SHARE)) if count >= 2 else 0
+    elif not 0.0 <= fraction < 1.0:
         raise DataError(f"--val-fraction must be in [0, 1), got {fraction}")
-    held = min(count - 1, math.ceil(count * fraction)) if fraction > 0 else 0
-    if fraction > 0 and held < 1:
-        raise DataError(f"--val-fraction needs at least 2 images to hold one out; there are {count}")
+    else:
+        held = min(count - 1, math.ceil(count * fraction)) if fraction > 0 else 0
+        if fraction > 0 and held < 1:
+            raise DataError(f"--val-fraction needs at least 2 images to hold one out; there are {count}")
     order = np.random.default_rng([seed, HOLDOUT_STREAM]).permutation(count)
     return sorted(order[held:].tolist()), sorted(order[:held].tolist())
 
@@ -238,7 +248,7 @@ class DataOptions:
     exclude: Path | None = None  # a file listing image names to leave out
     val_gt: Path | None = None
     val_lq: Path | None = None
-    val_fraction: float = 0.0
+    val_fraction: float | None = 0.0  # AUTO_VALIDATION (None): a tenth of `gt`, at most 8 images
     val_crop: int = 0  # centred validation crop in input px; 0: whole images
 
     def to_json(self) -> dict[str, Any]:
@@ -268,7 +278,7 @@ def prepare_images(options: DataOptions, paired: bool, seed: int, workers: int) 
         images = load_clean(options.gt, exclude, workers)
     validation = None
     if options.val_gt is not None:
-        if options.val_fraction:
+        if options.val_fraction:  # AUTO_VALIDATION gives way to the images given
             raise DataError("give either --val-gt or --val-fraction, not both")
         if options.val_lq is not None:
             validation = load_pairs(options.val_gt, options.val_lq, options.lq_template, workers=workers)
@@ -278,9 +288,10 @@ def prepare_images(options: DataOptions, paired: bool, seed: int, workers: int) 
             validation = load_clean(options.val_gt, workers=workers)
     elif options.val_lq is not None:
         raise DataError("--val-lq needs --val-gt (the ground truth of those inputs)")
-    elif options.val_fraction:
+    elif options.val_fraction is AUTO_VALIDATION or options.val_fraction:
         kept, held = holdout(len(images), options.val_fraction, seed)
-        images, validation = images.subset(kept), images.subset(held)
+        if held:
+            images, validation = images.subset(kept), images.subset(held)
     return PreparedData(images, validation, len(exclude))
 
 

@@ -152,6 +152,7 @@ def _finetune(
     result = train(
         trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
         title=f"finetune {task}", console=console, show_progress=show_progress, on_step=on_step,
+        validate_start=True,
     )
     if tensor_digest(base_state(module)) != before:
         raise RuntimeError("the frozen base changed during fine-tuning; this is a bug in adaptir, please report it")
@@ -161,6 +162,7 @@ def _finetune(
         "data": prepared.summary(data),
         "degradation": degradation or "given pairs",
         # One task: its metrics, not a table of one row.
+        "start_validation": (result.start_validation or {}).get(task),
         "final_validation": (result.final_validation or {}).get(task),
         "base_unchanged": True,
     }
@@ -244,6 +246,7 @@ def _finetune_full(
         result = train(
             trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
             title=f"full finetune {task}", console=console, show_progress=show_progress, on_step=on_step,
+            validate_start=True,
         )
     finally:
         module.requires_grad_(False)

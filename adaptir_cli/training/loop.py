@@ -141,12 +141,19 @@ class TrainResult:
     def final_validation(self) -> dict[str, dict[str, float]] | None:
         return self.history.validations[-1]["tasks"] if self.history.validations else None
 
+    @property
+    def start_validation(self) -> dict[str, dict[str, float]] | None:
+        """The validation before the first step (`validate_start`), if there was one."""
+        first = self.history.validations[0] if self.history.validations else None
+        return first["tasks"] if first is not None and first["step"] == 0 and self.steps > 0 else None
+
     def summary(self, settings: LoopSettings) -> dict[str, Any]:
         """The run's settings and outcome, for its log and its output's metadata."""
         return {
             "steps": settings.steps, "batch": settings.batch, "global_batch": settings.batch * self.world,
             "patch": settings.patch, "lr": settings.lr, "schedule": settings.schedule.to_json(), "seed": settings.seed,
-            "final_validation": self.final_validation, "best_validation": self.history.best,
+            "start_validation": self.start_validation, "final_validation": self.final_validation,
+            "best_validation": self.history.best,
             "seconds": self.history.seconds, "trainable_parameters": self.trainable_parameters,
             "environment": self.environment(),
         }
@@ -208,11 +215,14 @@ def train(
     console: Console | None = None,
     show_progress: bool = True,
     on_step: StepCallback | None = None,
+    validate_start: bool = False,
 ) -> TrainResult:
     """Train `trainee` for `settings.steps` steps (from the checkpoint's step with `resume`).
 
     `identity` names what is trained (base, task, data, ...); with the loop's own settings it
     must match the checkpoint's to resume. `on_step(done)` runs after each optimizer step.
+    `validate_start` also validates before the first step: for an adapter (the identity at
+    initialisation) that is the bare base's score, the number the adapter has to beat.
     Raises TrainingInterrupted after saving a checkpoint when asked to stop.
     """
     device = context.device
@@ -276,6 +286,8 @@ def train(
         barrier(context)  # nobody leaves before the checkpoint is on disk
 
     with StopRequest() as stop, BatchStream(sampler, indices, settings.steps, settings.workers) as stream, progress:
+        if trainee.validation and validate_start and start == 0:
+            validate(0)
         for step in range(start, settings.steps):
             trainee.set_train_mode(module)
             batch = stream.get(step)
