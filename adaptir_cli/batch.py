@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 import torch
 
+from adaptir_cli.atomic_files import remove_stale_temporaries
 from adaptir_cli.imaging.io import LoadedImage, is_image_file, plan_output, read_image, resize_alpha
 from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_numpy, to_tensor
 
@@ -125,6 +126,8 @@ def run_jobs(
 
     The next image is decoded on a worker thread while the current one runs on the device.
     """
+    for folder in dict.fromkeys(job.output.parent for job in jobs):
+        remove_stale_temporaries(folder)
     todo = [job for job in jobs if overwrite or not job.output.exists()]
     for job in jobs:
         if job not in todo:

@@ -8,20 +8,19 @@ optionally a training summary. Tensor keys are "{target module}.{adapter key}", 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from adaptir_cli.adapters.errors import AdapterFileError, AdapterMismatchError
 from adaptir_cli.adapters.injection import adapter_state_dict, expected_adapter_shapes, state_mismatches
 from adaptir_cli.adapters.methods import get_method
+from adaptir_cli.atomic_files import atomic_write
 from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.tasks import get_task, head_for
 
@@ -95,15 +94,8 @@ def save_adapter(
     }
     if training is not None:
         metadata["training"] = json.dumps(training, sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(state, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # Bytes through atomic_write: safetensors' save_file would reset the file's mode to 0600.
+    atomic_write(path, lambda handle: handle.write(save(state, metadata=metadata)))
     return path
 
 

@@ -6,8 +6,8 @@ What users lose with other tools and keep here (shared/design/USERS.md, pains 2 
 - EXIF orientation is applied on read; ICC profile and EXIF are written back where the format
   can hold them, and `write_image` says what it had to leave out;
 - files are opened by Python as bytes, never by OpenCV from a path, so Unicode names work;
-- an output file appears complete or not at all (temporary file in the same folder, then
-  os.replace), also when encoding fails half-way.
+- an output file appears complete or not at all (adaptir_cli.atomic_files), also when encoding
+  fails half-way, and an output another run wrote meanwhile is not clobbered unless asked.
 
 Pillow handles everything except 16-bit images with several channels, which it silently
 truncates to 8 bits: those are decoded and encoded by OpenCV in memory, and for PNG the ICC
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Callable
@@ -29,6 +28,8 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 from PIL import Image
+
+from adaptir_cli.atomic_files import TargetExistsError, atomic_write
 
 # EXIF tag 0x0112; values 1..8 as defined by the EXIF standard (CIPA DC-008).
 _ORIENTATION = 0x0112
@@ -207,14 +208,17 @@ class OutputPlan:
             planes.append(alpha[..., None])
         return _quantize(np.concatenate(planes, axis=2) if len(planes) > 1 else planes[0], self.depth)
 
-    def write(self, samples: np.ndarray) -> None:
+    def write(self, samples: np.ndarray, *, replace: bool = True) -> None:
+        """Encode and store `samples`; `replace=False` raises TargetExistsError rather than replace a file."""
         try:
             if self.use_opencv:
                 encode = _opencv_encoder(samples, self.spec, self.icc, self.exif)
             else:
                 encode = _pillow_encoder(samples, self.spec, self.icc, self.exif, self.quality)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path, encode)
+            atomic_write(self.path, encode, replace=replace)
+        except TargetExistsError:
+            raise
         except (OSError, ValueError, cv2.error) as exc:
             raise ImageWriteError(f"cannot write {self.path}: {exc}") from exc
 
@@ -428,22 +432,3 @@ def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> byt
     ihdr_end = 8 + 4 + 4 + 13 + 4  # signature, then IHDR's length, type, 13-byte body and CRC
     return png[:ihdr_end] + extra + png[ihdr_end:]
 
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Run `write` on a temporary file beside `path`, then move it into place in one step.
-
-    os.open with mode 0o666 (rather than tempfile, which creates 0o600 files) gives the
-    result the permissions the user's umask asks for. A failure anywhere removes the
-    temporary file, and an existing `path` is left untouched.
-    """
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

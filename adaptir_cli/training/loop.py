@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from adaptir_cli import __version__
+from adaptir_cli.atomic_files import remove_stale_temporaries
 from adaptir_cli.bases.descriptor import BaseDescriptor
 from adaptir_cli.runtime import Precision, autocast, resolve_precision
 from adaptir_cli.training.checkpoint import (
@@ -212,6 +213,7 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     identity = {**identity, **settings.identity(context.world)}
     history, start = History(), 0
+    remove_stale_temporaries(checkpoint.parent)  # what a kill -9 during a save left
     if not resume and checkpoint.exists():
         raise ResumeError(
             f"an interrupted run left a checkpoint at {checkpoint}\n"
