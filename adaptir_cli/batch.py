@@ -16,7 +16,15 @@ import numpy as np
 import torch
 
 from adaptir_cli.atomic_files import remove_stale_temporaries
-from adaptir_cli.imaging.io import LoadedImage, is_image_file, plan_output, read_image, resize_alpha
+from adaptir_cli.imaging.io import (
+    DEFAULT_MAX_MEGAPIXELS,
+    LoadedImage,
+    has_image_name,
+    is_image_file,
+    plan_output,
+    read_image,
+    resize_alpha,
+)
 from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_numpy, to_tensor
 
 
@@ -61,13 +69,20 @@ class JobResult:
 
 
 def _expand(path: Path, recursive: bool) -> list[tuple[Path, Path]]:
-    """(file, its path relative to the output folder) for one command-line input."""
+    """(file, its path relative to the output folder) for one command-line input.
+
+    A broken symbolic link with an image name is kept: it fails when read, and is reported.
+    """
     if path.is_file():
         return [(path, Path(path.name))]
     if path.is_dir():
         found = path.rglob("*") if recursive else path.iterdir()
-        return sorted((f, f.relative_to(path)) for f in found if f.is_file() and is_image_file(f))
+        return sorted((f, f.relative_to(path)) for f in found if is_image_file(f) or _broken_link(f))
     raise JobPlanError(f"input not found: {path}")
+
+
+def _broken_link(path: Path) -> bool:
+    return has_image_name(path) and path.is_symlink() and not path.exists()
 
 
 def _per_input(values: list, count: int, what: str) -> list:
@@ -108,10 +123,6 @@ def plan_jobs(
     return jobs
 
 
-def _read(job: Job) -> LoadedImage:
-    return read_image(job.source)
-
-
 def run_jobs(
     restorer: Restorer,
     jobs: list[Job],
@@ -119,6 +130,7 @@ def run_jobs(
     *,
     overwrite: bool = False,
     force: bool = False,
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
     on_image: Callable[[Job], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> Iterator[JobResult]:
@@ -132,11 +144,15 @@ def run_jobs(
     for job in jobs:
         if job not in todo:
             yield JobResult(job, "skipped", "output exists (use --overwrite)")
+
+    def read(job: Job) -> LoadedImage:
+        return read_image(job.source, max_megapixels=max_megapixels)
+
     selected: tuple[str, Path | None] | None = None
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending: Future | None = reader.submit(_read, todo[0]) if todo else None
+        pending: Future | None = reader.submit(read, todo[0]) if todo else None
         for index, job in enumerate(todo):
-            loaded_future, pending = pending, (reader.submit(_read, todo[index + 1]) if index + 1 < len(todo) else None)
+            loaded_future, pending = pending, (reader.submit(read, todo[index + 1]) if index + 1 < len(todo) else None)
             if on_image:
                 on_image(job)
             start = time.perf_counter()

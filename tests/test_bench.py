@@ -301,6 +301,14 @@ def test_bench_command_errors(args: list[str], code: int, message: str) -> None:
     assert message in " ".join(result.output.split())
 
 
+def test_bench_refuses_images_over_the_size_limit_before_decoding(tmp_path: Path) -> None:
+    folder = _random_images(tmp_path / "set", 2)
+    args = ["bench", "--task", "sr2", "--dataset", str(folder), "--baseline", "-q", "--json", "-"]
+    limited = runner.invoke(app, [*args, "--max-megapixels", "0.001"])
+    assert limited.exit_code == 1 and limited.stderr.count("--max-megapixels 1") == 2, limited.output
+    assert runner.invoke(app, args).exit_code == 0
+
+
 def test_pair_sets_refuse_other_tasks(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     for i in range(1, 101):

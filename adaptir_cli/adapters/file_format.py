@@ -111,7 +111,7 @@ def read_adapter(path: Path | str) -> AdapterFile:
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except SafetensorError as error:
         raise AdapterFileError(
-            f"{path} is not a .safetensors adapter file ({error}). Hint: adapter files are written by "
+            f"{path} is not a .safetensors adapter file ({error})\nHint: adapter files are written by "
             "adaptir's fine-tuning; base weights are loaded as bases, not adapters."
         ) from None
     try:
@@ -121,7 +121,7 @@ def read_adapter(path: Path | str) -> AdapterFile:
         scale = int(metadata["scale"])
     except (KeyError, ValueError) as error:  # json.JSONDecodeError is a ValueError
         raise AdapterFileError(
-            f"{path}: unreadable adapter metadata ({error}). Hint: upgrade adaptir if the file is newer, "
+            f"{path}: unreadable adapter metadata ({error})\nHint: upgrade adaptir if the file is newer, "
             "or re-save the adapter."
         ) from None
     return AdapterFile(
@@ -143,7 +143,7 @@ def _check_header(path: Path, metadata: dict[str, str]) -> None:
     if metadata.get("format") != FORMAT_NAME:
         raise AdapterFileError(
             f"{path} is a .safetensors file but not an adaptir adapter (no format={FORMAT_NAME!r} in its "
-            "metadata). Hint: base weights are loaded as bases, not adapters."
+            "metadata)\nHint: base weights are loaded as bases, not adapters."
         )
     missing = [key for key in _REQUIRED if key not in metadata]
     if missing:
@@ -155,7 +155,7 @@ def _check_header(path: Path, metadata: dict[str, str]) -> None:
     if version > FORMAT_VERSION:
         raise AdapterFileError(
             f"{path} was written by a newer adaptir (adapter format {version}; this version reads up to "
-            f"{FORMAT_VERSION}). Hint: upgrade adaptir (pip install -U adaptir)."
+            f"{FORMAT_VERSION})\nHint: upgrade adaptir (pip install -U adaptir)."
         )
 
 
@@ -174,5 +174,5 @@ def check_compatible(adapter: AdapterFile, base: LoadedBase, force: bool = False
         raise AdapterMismatchError(
             f"{adapter.label} was trained on base {adapter.base_name!r} (sha256 {adapter.base_sha256[:12]}...), "
             f"but the loaded base is {base.name!r} (sha256 {base.sha256[:12]}...). Its output on other "
-            "weights is untested. Hint: load the base it was trained on, or pass --force to load anyway."
+            "weights is untested\nHint: load the base it was trained on, or pass --force to load anyway."
         )

@@ -24,10 +24,12 @@ from adaptir_cli.bench.runner import (
     run_benchmark,
     run_speed,
 )
-from adaptir_cli.cli.common import fail, stderr, usage_error
+from adaptir_cli.cli.common import fail, split_hint, stderr, usage_error
 from adaptir_cli.cli.restore import load_restorer
+from adaptir_cli.cli.run_options import MAX_MEGAPIXELS_HELP, size_limit
 from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayout, find_dataset
 from adaptir_cli.data.degradations import Degradation
+from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
 
@@ -83,6 +85,7 @@ def bench(
     batch: int = typer.Option(4, min=1, help="Tiles run together on the device."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16."),
+    max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Score a base and its adapters with the papers' protocol (PSNR/SSIM, Y or RGB, crop), or time restore."""
@@ -124,7 +127,7 @@ def bench(
 
     restorer = load_restorer(base, device, precision) if base is not None else None
     methods = _methods(adapters, restorer, baseline=baseline, scale=chosen.scale, task=task)
-    result = _run(sets, protocol, degradation, methods, restorer, settings, save_images, quiet)
+    result = _run(sets, protocol, degradation, methods, restorer, settings, save_images, size_limit(max_megapixels), quiet)
 
     print_bench(_results_console(json_file), result)
     if json_file is not None:
@@ -148,14 +151,15 @@ def _methods(
         if restorer is not None and method.kind != "baseline":
             try:
                 restorer.use(task, method.adapter)
-            except Exception as error:  # every mismatch (head, scale, adapter base) ends the same way
-                fail(f"{method.label}: {error}", "see `adaptir bench --help`")
+            except Exception as error:  # every mismatch (head, scale, adapter base, task) ends the same way
+                message, hint = split_hint(error)
+                fail(f"{method.label}: {message}", hint or "see `adaptir bench --help`")
     return methods
 
 
 def _run(
     sets: list[Dataset], protocol: Protocol, degradation: Degradation, methods: list[Method], restorer: Restorer | None,
-    settings: TileSettings, save_images: Path | None, quiet: bool,
+    settings: TileSettings, save_images: Path | None, max_megapixels: float | None, quiet: bool,
 ) -> BenchResult:
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -171,7 +175,7 @@ def _run(
                 progress.console.print(f"[red]failed[/] {dataset}/{failure.image}{where}: {failure.error}", highlight=False)
 
         return run_benchmark(sets, protocol, degradation, methods, restorer, settings,
-                             save_images=save_images, on_image=on_image)
+                             save_images=save_images, on_image=on_image, max_megapixels=max_megapixels)
 
 
 def _results_console(json_file: Path | None) -> Console:

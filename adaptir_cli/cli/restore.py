@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from dataclasses import replace
 
 from adaptir_cli.bases.loading import WeightsError
 from adaptir_cli.batch import JobPlanError, JobResult, plan_jobs, run_jobs
-from adaptir_cli.cli.common import fail, print_json, split_hint, stderr, usage_error
+from adaptir_cli.cli.common import fail, fail_with, print_json, split_hint, stderr, usage_error
+from adaptir_cli.cli.run_options import MAX_MEGAPIXELS_HELP, size_limit
+from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
 from adaptir_cli.weights.resolve import default_adapter, load_base, load_default_base
@@ -52,6 +54,7 @@ def restore(
     ext: Optional[str] = typer.Option(None, help="Output format by extension (png, tif, jpg, webp); default: the input's."),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip them)."),
     force: bool = typer.Option(False, help="Load adapters trained on another base anyway."),
+    max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
@@ -83,9 +86,11 @@ def restore(
         try:  # check every task/adapter pair against the base before the first image
             restorer.use(*pair, force=force)
         except Exception as error:
-            fail(str(error), "see `adaptir restore --help`")
+            fail_with(error, "see `adaptir restore --help`")
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
-    results = _run(restorer, jobs, settings, overwrite=overwrite, force=force, quiet=quiet)
+    results = _run(
+        restorer, jobs, settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels), quiet=quiet
+    )
 
     failed = [r for r in results if r.status == "failed"]
     if json_out:
@@ -114,7 +119,10 @@ def load_restorer(base: str | None, device: str, precision: str) -> Restorer:
         fail(*split_hint(error))
 
 
-def _run(restorer: Restorer, jobs, settings: TileSettings, *, overwrite: bool, force: bool, quiet: bool) -> list[JobResult]:
+def _run(
+    restorer: Restorer, jobs, settings: TileSettings, *, overwrite: bool, force: bool, max_megapixels: float | None,
+    quiet: bool,
+) -> list[JobResult]:
     results: list[JobResult] = []
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -131,14 +139,15 @@ def _run(restorer: Restorer, jobs, settings: TileSettings, *, overwrite: bool, f
             progress.update(tiles, completed=done, total=total)
 
         for result in run_jobs(
-            restorer, jobs, settings, overwrite=overwrite, force=force, on_image=on_image, on_tile=on_tile
+            restorer, jobs, settings, overwrite=overwrite, force=force, max_megapixels=max_megapixels,
+            on_image=on_image, on_tile=on_tile,
         ):
             results.append(result)
             progress.advance(files)
             if result.status == "failed":
-                progress.console.print(f"[red]failed[/] {result.job.source}: {result.error}", highlight=False)
+                progress.console.print(f"[red]failed[/] {escape(f'{result.job.source}: {result.error}')}", highlight=False)
             elif result.status == "skipped" and not quiet:
-                progress.console.print(f"[dim]skipped {result.job.source}: {result.error}[/]", highlight=False)
+                progress.console.print(f"[dim]skipped {escape(f'{result.job.source}: {result.error}')}[/]", highlight=False)
             for note in result.stats.notes:
                 progress.console.print(f"[yellow]{result.job.source.name}: {note}[/]", highlight=False)
         progress.update(tiles, visible=False)
