@@ -1,7 +1,9 @@
 """Turning inputs (files and folders) into restore jobs, and running them one image at a time.
 
 One code path serves a single file and a folder of thousands, so no setting is honoured in one
-mode and ignored in the other. A failed image is reported and the run goes on.
+mode and ignored in the other. A failed image is reported and the run goes on. Outputs are
+checked again just before each image, and never replaced without `overwrite`, so two runs on the
+same folder share the work instead of redoing and clobbering each other's.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 import torch
 
-from adaptir_cli.atomic_files import remove_stale_temporaries
+from adaptir_cli.atomic_files import TargetExistsError, remove_stale_temporaries
 from adaptir_cli.imaging.io import (
     DEFAULT_MAX_MEGAPIXELS,
     LoadedImage,
     has_image_name,
+    is_complete_image,
     is_image_file,
     plan_output,
     read_image,
@@ -68,6 +71,9 @@ class JobResult:
         }
 
 
+SKIP_MESSAGE = "output exists (use --overwrite)"
+
+
 def _expand(path: Path, recursive: bool) -> list[tuple[Path, Path]]:
     """(file, its path relative to the output folder) for one command-line input.
 
@@ -83,6 +89,17 @@ def _expand(path: Path, recursive: bool) -> list[tuple[Path, Path]]:
 
 def _broken_link(path: Path) -> bool:
     return has_image_name(path) and path.is_symlink() and not path.exists()
+
+
+def _check_inside(output: Path, output_dir: Path) -> None:
+    """Refuse an output that a symbolic link inside OUTPUT_DIR would send elsewhere."""
+    root = output_dir.resolve()
+    if not output.parent.resolve().is_relative_to(root):
+        link = next(p for p in [output.parent, *output.parent.parents] if p.is_symlink())
+        raise JobPlanError(
+            f"{link} is a symbolic link to {link.resolve()}: {output.name} would be written outside {output_dir}; "
+            "remove the link or restore into another folder"
+        )
 
 
 def _per_input(values: list, count: int, what: str) -> list:
@@ -113,6 +130,7 @@ def plan_jobs(
         for source, relative in _expand(path, recursive):
             extension = "." + ext.lstrip(".").lower() if ext else source.suffix.lower()
             output = output_dir / relative.with_name(f"{relative.stem}{suffix}{extension}")
+            _check_inside(output, output_dir)
             if output.resolve() == source.resolve():
                 raise JobPlanError(f"{source} would be overwritten by its own output; use --suffix or another folder")
             jobs.append(Job(source, output, task, adapter))
@@ -121,6 +139,11 @@ def plan_jobs(
         clash = next(o for o in outputs if outputs.count(o) > 1)
         raise JobPlanError(f"two inputs would both be written to {clash}; restore them into separate folders")
     return jobs
+
+
+def _done(job: Job) -> bool:
+    """An output that is there and whole; an empty or cut-off one (a crash of another tool) is redone."""
+    return job.output.exists() and is_complete_image(job.output)
 
 
 def run_jobs(
@@ -137,13 +160,14 @@ def run_jobs(
     """Restore each job's image and write it; yields one result per job (skipped ones first).
 
     The next image is decoded on a worker thread while the current one runs on the device.
+    Without `overwrite`, an output that exists (or appears while its image runs) is left alone.
     """
     for folder in dict.fromkeys(job.output.parent for job in jobs):
         remove_stale_temporaries(folder)
-    todo = [job for job in jobs if overwrite or not job.output.exists()]
+    todo = [job for job in jobs if overwrite or not _done(job)]
     for job in jobs:
         if job not in todo:
-            yield JobResult(job, "skipped", "output exists (use --overwrite)")
+            yield JobResult(job, "skipped", SKIP_MESSAGE)
 
     def read(job: Job) -> LoadedImage:
         return read_image(job.source, max_megapixels=max_megapixels)
@@ -153,6 +177,11 @@ def run_jobs(
         pending: Future | None = reader.submit(read, todo[0]) if todo else None
         for index, job in enumerate(todo):
             loaded_future, pending = pending, (reader.submit(read, todo[index + 1]) if index + 1 < len(todo) else None)
+            if not overwrite and _done(job):  # another run on the same folder wrote it meanwhile
+                yield JobResult(job, "skipped", SKIP_MESSAGE)
+                continue
+            # An incomplete output is replaced; a new one never clobbers a file that appears meanwhile.
+            replace_existing = overwrite or job.output.exists()
             if on_image:
                 on_image(job)
             start = time.perf_counter()
@@ -161,7 +190,10 @@ def run_jobs(
                 if selected != (job.task, job.adapter):
                     restorer.use(job.task, job.adapter, force=force)
                     selected = (job.task, job.adapter)
-                stats, size = _restore_to_file(restorer, image, job.output, settings, on_tile)
+                stats, size = _restore_to_file(restorer, image, job.output, settings, on_tile, replace_existing)
+            except TargetExistsError:
+                yield JobResult(job, "skipped", "output written meanwhile by another run (use --overwrite)")
+                continue
             except Exception as error:  # one bad image must not stop the batch
                 yield JobResult(job, "failed", _describe(error), RestoreStats(seconds=time.perf_counter() - start))
                 continue
@@ -170,7 +202,7 @@ def run_jobs(
 
 
 def _restore_to_file(
-    restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile
+    restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile, replace: bool
 ) -> tuple[RestoreStats, tuple[int, int]]:
     """Restore and write one image, quantising rows as they finish: an x4 result is held only
     as the integer samples that get written, never whole in float."""
@@ -186,7 +218,7 @@ def _restore_to_file(
         samples[first_row:last] = plan.samples(to_numpy(rows), None if alpha is None else alpha[first_row:last])
 
     _, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile, sink=store)
-    plan.write(samples)
+    plan.write(samples, replace=replace)
     stats.notes.extend(plan.notes)
     return stats, (height, width)
 

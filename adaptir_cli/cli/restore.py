@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from adaptir_cli.bases.loading import WeightsError
 from adaptir_cli.batch import JobPlanError, JobResult, plan_jobs, run_jobs
 from adaptir_cli.cli.common import fail, fail_with, print_json, split_hint, stderr, usage_error
-from adaptir_cli.cli.run_options import MAX_MEGAPIXELS_HELP, size_limit
+from adaptir_cli.cli.run_options import MAX_MEGAPIXELS_HELP, check_output_folder, size_limit
 from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
@@ -52,7 +52,7 @@ def restore(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (the tree is mirrored)."),
     suffix: str = typer.Option("", help="Appended to each output file name, before the extension."),
     ext: Optional[str] = typer.Option(None, help="Output format by extension (png, tif, jpg, webp); default: the input's."),
-    overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip them)."),
+    overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip complete ones)."),
     force: bool = typer.Option(False, help="Load adapters trained on another base anyway."),
     max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
@@ -75,6 +75,7 @@ def restore(
         usage_error(str(error))
     if not jobs:
         fail("no images found in the inputs", "pass image files, or folders holding them (--recursive for sub-folders)")
+    check_output_folder(output_dir)
 
     restorer = load_restorer(base, device, precision)
     if not adapter:  # nothing given: each task gets the adapter the project ships for it, if any

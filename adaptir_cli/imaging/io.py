@@ -159,6 +159,22 @@ def read_image(path: str | os.PathLike[str], *, max_megapixels: float | None = D
         ) from exc
 
 
+def is_complete_image(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` holds a whole image: what a rerun may skip (an empty or cut-off one is redone).
+
+    PNG is checked chunk by chunk (CRCs, the end chunk) without decoding; other formats decode.
+    """
+    try:
+        with _strict_pillow(), Image.open(path) as picture:
+            if picture.format == "PNG":
+                picture.verify()
+            else:
+                picture.load()
+    except Exception:  # any failure to read it back means it is not a usable output
+        return False
+    return True
+
+
 class _TooManyPixels(Exception):
     """Raised from the header check; read_image turns it into an ImageTooLargeError naming the file."""
 
