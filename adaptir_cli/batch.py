@@ -8,6 +8,7 @@ same folder share the work instead of redoing and clobbering each other's.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 from adaptir_cli.atomic_files import TargetExistsError, remove_stale_temporaries
 from adaptir_cli.imaging.io import (
     DEFAULT_MAX_MEGAPIXELS,
+    IMAGE_EXTENSIONS,
     LoadedImage,
     has_image_name,
     is_complete_image,
@@ -123,6 +125,11 @@ def plan_jobs(
     """One job per image; `tasks`/`adapters` hold one value for all inputs or one per input."""
     if not tasks:
         raise JobPlanError("--task is required")
+    for option, value in (("--suffix", suffix), ("--ext", ext or "")):
+        if any(separator in value for separator in ("/", os.sep, os.altsep) if separator):
+            raise JobPlanError(f"{option} {value!r} must not contain a path separator: it names files, not folders")
+    if ext and f".{ext.lstrip('.').lower()}" not in IMAGE_EXTENSIONS:
+        raise JobPlanError(f"--ext {ext!r} is not a format adaptir writes; use one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
     task_per_input = _per_input(tasks, len(inputs), "--task")
     adapter_per_input = _per_input(list(adapters or []), len(inputs), "--adapter")
     jobs: list[Job] = []

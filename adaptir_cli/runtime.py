@@ -34,14 +34,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
-def resolve_precision(spec: str, device: torch.device, bf16_safe: bool) -> Precision:
-    """`auto` is bf16 only on CUDA and only for bases verified in bf16; fp16 is never offered
-    (black/NaN outputs and CPU crashes are the classic fp16 failures of restoration tools)."""
+def check_precision(spec: str) -> str:
+    """`spec` normalised, or RuntimeChoiceError: fp16 is never offered (black/NaN outputs and CPU
+    crashes are the classic fp16 failures of restoration tools)."""
     spec = spec.strip().lower()
+    if spec not in ("auto", "fp32", "bf16"):
+        raise RuntimeChoiceError(f"unknown precision {spec!r}; use auto, fp32 or bf16")
+    return spec
+
+
+def resolve_precision(spec: str, device: torch.device, bf16_safe: bool) -> Precision:
+    """`auto` is bf16 only on CUDA and only for bases verified in bf16."""
+    spec = check_precision(spec)
     if spec == "auto":
         return "bf16" if device.type == "cuda" and bf16_safe else "fp32"
-    if spec not in ("fp32", "bf16"):
-        raise RuntimeChoiceError(f"unknown precision {spec!r}; use auto, fp32 or bf16")
     return spec  # type: ignore[return-value]
 
 

@@ -293,6 +293,10 @@ def test_speed_mode_times_restore_only(tmp_path: Path, tiny_emt_file: Path) -> N
         (["--task", "sr2", "--dataset", "Set5", "--adapter", "x.safetensors", "--baseline"], 2, "needs --base"),
         (["--task", "sr2", "--speed"], 2, "needs --base"),
         (["--task", "sr2", "--dataset", "Set5", "--baseline"], 1, "Download it from"),
+        (["--task", "sr2", "--dataset", "Set5", "--baseline", "--precision", "fp8"], 2, "--precision"),
+        (["--task", "sr2", "--dataset", "Set5", "--baseline", "--device", "banana"], 2, "--device"),
+        (["--task", "sr2", "--dataset", "Set5", "--baseline", "--max-megapixels", "-1"], 2, "--max-megapixels"),
+        (["--task", "sr2", "--dataset", "Set5", "--baseline", "--overlap", "-1"], 2, "--overlap"),
     ],
 )
 def test_bench_command_errors(args: list[str], code: int, message: str) -> None:

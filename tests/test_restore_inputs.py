@@ -104,3 +104,30 @@ def test_a_library_hint_is_not_doubled_by_the_command(tmp_path: Path, tiny_emt_f
         "--adapter", str(not_an_adapter), "-q",
     ])
     assert result.exit_code == 1 and result.stderr.count("Hint:") == 1, result.stderr
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    (["--tile", "-1"], "--tile"),
+    (["--tile", "64", "--overlap", "64"], "--overlap"),
+    (["--overlap", "-3"], "--overlap"),
+    (["--ext", "gif"], "--ext"),
+    (["--ext", "png/x"], "--ext"),
+    (["--suffix", "a/b"], "--suffix"),
+    (["--device", "banana"], "--device"),
+    (["--precision", "fp8"], "--precision"),
+    (["--adapter", "missing.safetensors"], "--adapter"),
+    (["--base", "no-such-base"], "--base"),
+    (["--max-megapixels", "-1"], "--max-megapixels"),
+])
+def test_bad_options_are_usage_errors_before_any_work(
+    tmp_path: Path, tiny_emt_file: Path, options: list[str], named: str
+) -> None:
+    image = tmp_path / "x.png"
+    image.write_bytes(_png_bytes())
+    base = [] if "--base" in options else ["--base", str(tiny_emt_file)]
+    result = runner.invoke(app, ["restore", str(image), str(tmp_path / "out"), "--task", "sr2", *base, *options, "-q"])
+    assert result.exit_code == 2, result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and named in error_lines[0], result.stderr
+    assert "report it" not in result.stderr
+    assert not (tmp_path / "out" / "x.png").exists()

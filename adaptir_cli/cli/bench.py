@@ -26,7 +26,13 @@ from adaptir_cli.bench.runner import (
 )
 from adaptir_cli.cli.common import fail, split_hint, stderr, usage_error
 from adaptir_cli.cli.restore import load_restorer
-from adaptir_cli.cli.run_options import MAX_MEGAPIXELS_HELP, size_limit
+from adaptir_cli.cli.run_options import (
+    MAX_MEGAPIXELS_HELP,
+    check_adapter_files,
+    check_run_options,
+    check_tiles,
+    size_limit,
+)
 from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayout, find_dataset
 from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
@@ -94,6 +100,7 @@ def bench(
         protocol, degradation = make_protocol(task, sigma, seed)
     except (UnknownTaskError, ProtocolError) as error:
         usage_error(str(error))
+    check_run_options(tile=tile, overlap=overlap, device=device, precision=precision, max_megapixels=max_megapixels)
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
     adapters = [Path(a) if a else None for a in adapter]
     if speed:
@@ -102,7 +109,9 @@ def bench(
         if base is None:
             usage_error("--speed needs --base", "adaptir bench --task sr4 --base emt-x4 --speed --size 256x256")
         shape = _parse_size(size)
+        check_adapter_files(adapter)
         restorer = load_restorer(base, device, precision)
+        check_tiles(restorer, settings)
         methods = _methods(adapters, restorer, baseline=False, scale=chosen.scale, task=task)
         with stderr.status("Timing restore ...", spinner="dots"):
             report = run_speed(restorer, task, methods, shape, repeats=repeats, settings=settings, seed=seed)
@@ -125,7 +134,10 @@ def bench(
     except DatasetError as error:
         fail(str(error))
 
+    check_adapter_files(adapter)
     restorer = load_restorer(base, device, precision) if base is not None else None
+    if restorer is not None:
+        check_tiles(restorer, settings)
     methods = _methods(adapters, restorer, baseline=baseline, scale=chosen.scale, task=task)
     result = _run(sets, protocol, degradation, methods, restorer, settings, save_images, size_limit(max_megapixels), quiet)
 

@@ -13,10 +13,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from adaptir_cli.bases.loading import WeightsError
 from adaptir_cli.batch import JobPlanError, JobResult, plan_jobs, run_jobs
 from adaptir_cli.cli.common import fail, fail_with, print_json, split_hint, stderr, usage_error
-from adaptir_cli.cli.run_options import MAX_MEGAPIXELS_HELP, check_output_folder, size_limit
+from adaptir_cli.cli.run_options import (
+    MAX_MEGAPIXELS_HELP,
+    check_adapter_files,
+    check_output_folder,
+    check_run_options,
+    check_tiles,
+    size_limit,
+)
 from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
+from adaptir_cli.weights.manifest import UnknownNameError
 from adaptir_cli.weights.resolve import default_adapter, load_base, load_default_base
 
 EXAMPLES = """
@@ -53,7 +61,7 @@ def restore(
     suffix: str = typer.Option("", help="Appended to each output file name, before the extension."),
     ext: Optional[str] = typer.Option(None, help="Output format by extension (png, tif, jpg, webp); default: the input's."),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip complete ones)."),
-    force: bool = typer.Option(False, help="Load adapters trained on another base anyway."),
+    force: bool = typer.Option(False, help="Load adapters trained on another base, or for another task, anyway."),
     max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -64,6 +72,8 @@ def restore(
     *inputs, output_dir = paths
     if output_dir.is_file():
         usage_error(f"the last argument must be the output folder, but {output_dir} is a file")
+    check_run_options(tile=tile, overlap=overlap, device=device, precision=precision, max_megapixels=max_megapixels)
+    check_adapter_files(adapter)
     try:
         for name in task:
             get_task(name)
@@ -78,6 +88,8 @@ def restore(
     check_output_folder(output_dir)
 
     restorer = load_restorer(base, device, precision)
+    settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
+    check_tiles(restorer, settings)
     if not adapter:  # nothing given: each task gets the adapter the project ships for it, if any
         try:
             jobs = [replace(job, adapter=default_adapter(restorer.base, job.task)) for job in jobs]
@@ -88,7 +100,6 @@ def restore(
             restorer.use(*pair, force=force)
         except Exception as error:
             fail_with(error, "see `adaptir restore --help`")
-    settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
     results = _run(
         restorer, jobs, settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels), quiet=quiet
     )
@@ -116,6 +127,9 @@ def load_restorer(base: str | None, device: str, precision: str) -> Restorer:
         with stderr.status(f"Loading {base or 'the default base'} ...", spinner="dots"):
             loaded = load_default_base() if base is None else load_base(base)
             return Restorer(loaded, device=device, precision=precision)
+    except UnknownNameError as error:
+        message, hint = split_hint(error)
+        usage_error(f"--base: {message}", hint)
     except (OSError, ValueError, KeyError) as error:
         fail(*split_hint(error))
 

@@ -1,4 +1,5 @@
-"""Options `restore` and `bench` share, and checks run before any work."""
+"""Checks of the options `restore` and `bench` share, run before any image is read or any weights
+are loaded: a typo must not cost the compute of a whole batch (usage errors, exit 2)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 from adaptir_cli.atomic_files import scratch_file
 from adaptir_cli.cli.common import usage_error
+from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
+from adaptir_cli.runtime import RuntimeChoiceError, check_precision, resolve_device
 
 MAX_MEGAPIXELS_HELP = (
     "Refuse inputs whose header declares more megapixels than this, before decoding them "
@@ -13,9 +16,42 @@ MAX_MEGAPIXELS_HELP = (
 )
 
 
+def check_run_options(
+    *, tile: int | None, overlap: int | None, device: str, precision: str, max_megapixels: float
+) -> None:
+    """Tile, overlap, device, precision and size limit, each refused with the option's name."""
+    if tile is not None and tile < 0:
+        usage_error(f"--tile must be 0 (whole images) or a size in pixels, not {tile}")
+    if overlap is not None and overlap < 0:
+        usage_error(f"--overlap must be 0 or more pixels, not {overlap}")
+    if tile and overlap is not None and overlap >= tile:
+        usage_error(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
+    if max_megapixels < 0:
+        usage_error(f"--max-megapixels must be 0 (no limit) or more, not {max_megapixels:g}")
+    for option, check, value in (("--device", resolve_device, device), ("--precision", check_precision, precision)):
+        try:
+            check(value)
+        except RuntimeChoiceError as error:
+            usage_error(f"{option}: {error}")
+
+
+def check_tiles(restorer: Restorer, settings: TileSettings) -> None:
+    """--tile/--overlap against the loaded base's sizes, before the first image."""
+    try:
+        restorer.tile_settings(settings)
+    except RestoreError as error:
+        usage_error(str(error))
+
+
 def size_limit(max_megapixels: float) -> float | None:
     """The value read_image takes: None for no limit (the option's 0)."""
     return max_megapixels or None
+
+
+def check_adapter_files(adapters: list[str]) -> None:
+    for adapter in adapters:
+        if adapter and not Path(adapter).is_file():
+            usage_error(f"--adapter file not found: {adapter}")
 
 
 def check_output_folder(folder: Path) -> None:
