@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from adaptir_cli.adapters import AdapterFile, apply_adapter, read_adapter
+from adaptir_cli.adapters import AdapterFile, apply_adapter, check_task, read_adapter
 from adaptir_cli.bases import LoadedBase
 from adaptir_cli.imaging.tiling import RowSink, run_tiled
 from adaptir_cli.runtime import autocast, resolve_device, resolve_precision
@@ -68,7 +68,10 @@ class Restorer:
         return self.base.descriptor.head(self.head).scale
 
     def use(self, task: str, adapter: Path | AdapterFile | None = None, *, force: bool = False) -> None:
-        """Select the task (and so the base head) and the adapter; None runs the bare head."""
+        """Select the task (and so the base head) and the adapter; None runs the bare head.
+
+        `force` runs an adapter trained on other base weights, or for another task.
+        """
         chosen = get_task(task)
         head = head_for(chosen, self.base.descriptor.heads)
         if self.base.descriptor.head(head).scale != chosen.scale:
@@ -78,6 +81,8 @@ class Restorer:
             )
         if isinstance(adapter, (str, Path)):
             adapter = read_adapter(Path(adapter))
+        if adapter is not None:
+            check_task(adapter, chosen.name, force)
         if adapter is None and chosen.adapter_required:
             raise RestoreError(
                 f"{self.base.name} was not trained for {chosen.name} and no adapter was given; "

@@ -73,3 +73,18 @@ def test_restore_without_base_beats_bicubic_on_set5(shared: Path, tmp_path: Path
         ours.append(psnr(np.asarray(Image.open(tmp_path / hr_path.name)), hr, crop_border=2, test_y_channel=True))
         bicubic.append(psnr(imresize_uint8(lr, 2), hr, crop_border=2, test_y_channel=True))
     assert np.mean(ours) > np.mean(bicubic) + 1.0, (np.mean(ours), np.mean(bicubic))  # 35.19 vs 33.68 dB in bench
+
+
+def test_an_adapter_is_refused_for_a_task_it_was_not_trained_for(tmp_path: Path) -> None:
+    """The lowlight adapter fits the base's tensors, but running it for sr2 or derain is a mistake."""
+    lowlight = default_manifest().adapter_for(load_default_base().name, "lowlight").path
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    for task in ("sr2", "derain"):
+        args = ["restore", str(image), str(tmp_path / task), "--task", task, "--adapter", str(lowlight), "-q"]
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 1 and not (tmp_path / task / "x.png").exists()
+        assert f"trained for task lowlight (x1), not for task {task}" in refused.stderr.replace("\n", " ")
+        assert refused.stderr.count("Hint:") == 1
+        forced = CliRunner().invoke(app, [*args, "--force"])
+        assert forced.exit_code == 0, forced.output

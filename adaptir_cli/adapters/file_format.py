@@ -176,3 +176,13 @@ def check_compatible(adapter: AdapterFile, base: LoadedBase, force: bool = False
             f"but the loaded base is {base.name!r} (sha256 {base.sha256[:12]}...). Its output on other "
             "weights is untested\nHint: load the base it was trained on, or pass --force to load anyway."
         )
+
+
+def check_task(adapter: AdapterFile, task: str, force: bool = False) -> None:
+    """Refuse (unless forced) an adapter trained for another task or output scale than `task`."""
+    chosen = get_task(task)
+    if (adapter.task, adapter.scale) != (chosen.name, chosen.scale) and not force:
+        raise AdapterMismatchError(
+            f"{adapter.label} was trained for task {adapter.task} (x{adapter.scale}), not for task {chosen.name} "
+            f"(x{chosen.scale})\nHint: pass --task {adapter.task}, or --force to run it for {chosen.name} anyway."
+        )
