@@ -13,7 +13,7 @@ import torch
 from adaptir_cli.adapters import AdapterFile, apply_adapter, check_task, read_adapter
 from adaptir_cli.bases import LoadedBase
 from adaptir_cli.imaging.tiling import RowSink, run_tiled
-from adaptir_cli.runtime import autocast, resolve_device, resolve_precision
+from adaptir_cli.runtime import autocast, is_out_of_memory, resolve_device, resolve_precision
 from adaptir_cli.tasks import Task, get_task, head_for
 
 TileCallback = Callable[[int, int], None]
@@ -150,12 +150,16 @@ class Restorer:
                     sink=sink and (lambda row, rows: sink(row, rows.clamp(0, 1).cpu())),
                 )
                 break
-            except torch.OutOfMemoryError:
-                tile, batch = self._smaller(tile, overlap, batch, image.shape[-2:])
-                stats.oom_retries += 1
-                stats.notes.append(f"out of memory: retried with tile {tile or 'whole'} and batch {batch}")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
+            # Retried here, after the `except` block: inside it the exception's traceback keeps
+            # the failed attempt's frames, and so its tensors, allocated.
+            tile, batch = self._smaller(tile, overlap, batch, image.shape[-2:])
+            stats.oom_retries += 1
+            stats.notes.append(f"out of memory: retried with tile {tile or 'whole'} and batch {batch}")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
         stats.tile = tile
         stats.seconds = time.perf_counter() - start
         return (None if output is None else output.clamp_(0, 1).cpu()), stats

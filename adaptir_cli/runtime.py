@@ -51,6 +51,16 @@ def resolve_precision(spec: str, device: torch.device, bf16_safe: bool) -> Preci
     return spec  # type: ignore[return-value]
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """A device out-of-memory error, on any torch the package allows (>= 2.1).
+
+    torch.OutOfMemoryError only exists from 2.5 on; before, CUDA raised torch.cuda.OutOfMemoryError,
+    and other back-ends a plain RuntimeError saying "out of memory".
+    """
+    kinds = tuple(k for k in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if k)
+    return isinstance(error, kinds) or (isinstance(error, RuntimeError) and "out of memory" in str(error))
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
     if precision == "bf16":
