@@ -13,7 +13,7 @@ import torch
 from adaptir_cli.adapters import AdapterFile, apply_adapter, check_task, read_adapter
 from adaptir_cli.bases import LoadedBase
 from adaptir_cli.imaging.tiling import RowSink, run_tiled
-from adaptir_cli.runtime import autocast, is_out_of_memory, resolve_device, resolve_precision
+from adaptir_cli.runtime import apply_tf32_policy, autocast, is_out_of_memory, resolve_device, resolve_precision
 from adaptir_cli.tasks import Task, get_task, head_for
 
 TileCallback = Callable[[int, int], None]
@@ -58,6 +58,7 @@ class Restorer:
         self.base = base
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device, base.descriptor.supports_bf16)
+        apply_tf32_policy(self.precision)
         base.module.to(self.device)
         self.task: Task | None = None
         self.head = ""

@@ -51,6 +51,27 @@ def resolve_precision(spec: str, device: torch.device, bf16_safe: bool) -> Preci
     return spec  # type: ignore[return-value]
 
 
+def apply_tf32_policy(precision: Precision) -> bool:
+    """Allow TF32 matmuls and convolutions (10-bit mantissas on Ampere and later) only with bf16.
+
+    fp32 means fp32: PyTorch's defaults (TF32 convolutions on, matmuls off) would make an "fp32"
+    run differ between GPU generations. Returns whether TF32 is allowed, for the run's record.
+    """
+    allowed = precision == "bf16"
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+    return allowed
+
+
+def accelerator_info(device: torch.device) -> dict[str, object]:
+    """GPU, CUDA version and TF32 policy, for bench results and training logs: all change numbers."""
+    return {
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cuda": torch.version.cuda,
+        "tf32": torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32,
+    }
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """A device out-of-memory error, on any torch the package allows (>= 2.1).
 

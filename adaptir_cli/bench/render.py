@@ -36,7 +36,8 @@ def _number(value: float | None) -> float | str | None:
 def _info_json(info: RunInfo) -> dict[str, object]:
     return {
         "task": info.task, "base": info.base, "device": info.device, "precision": info.precision,
-        "tile": info.tile, "created": info.created, "versions": info.versions, "machine": info.machine,
+        "tile": info.tile, "accelerator": info.accelerator, "created": info.created, "versions": info.versions,
+        "machine": info.machine,
     }
 
 

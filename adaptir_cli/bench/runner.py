@@ -34,6 +34,7 @@ from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS, ImageReadError, read_
 from adaptir_cli.imaging.resize import imresize, modcrop
 from adaptir_cli.metrics import psnr, ssim, to_uint8
 from adaptir_cli.restorer import Restorer, RestoreError, TileSettings, to_numpy, to_tensor
+from adaptir_cli.runtime import accelerator_info
 
 MethodKind = Literal["baseline", "base", "adapter"]
 
@@ -113,6 +114,7 @@ class RunInfo:
     device: str | None
     precision: str | None
     tile: dict[str, int] | None
+    accelerator: dict[str, object] | None = None  # GPU, CUDA version, TF32 policy
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     versions: dict[str, str] = field(default_factory=lambda: {
         "adaptir": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
@@ -176,6 +178,7 @@ def run_info(task: str, restorer: Restorer | None, settings: TileSettings) -> Ru
         str(restorer.device),
         restorer.precision,
         {"tile": tile, "overlap": overlap, "batch": settings.batch},
+        accelerator_info(restorer.device),
     )
 
 

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from adaptir_cli import __version__
 from adaptir_cli.atomic_files import remove_stale_temporaries
 from adaptir_cli.bases.descriptor import BaseDescriptor
-from adaptir_cli.runtime import Precision, autocast, resolve_precision
+from adaptir_cli.runtime import Precision, accelerator_info, apply_tf32_policy, autocast, resolve_precision
 from adaptir_cli.training.checkpoint import (
     Checkpoint,
     History,
@@ -145,7 +145,7 @@ class TrainResult:
         return {
             "adaptir": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "device": self.device, "precision": self.precision, "processes": self.world,
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            **accelerator_info(device),
         }
 
 
@@ -231,6 +231,7 @@ def train(
     # adapters of a base whose bf16 function differs (EMT's attention logits) would teach them to
     # correct bf16 errors that the fp32 inference never makes. Validation measures what restore runs.
     precision = resolve_precision(settings.precision, device, trainee.descriptor.supports_bf16)
+    apply_tf32_policy(precision)
     val_precision = resolve_precision("auto", device, trainee.descriptor.supports_bf16)
     pixel_range = trainee.descriptor.pixel_range
     sampler = BatchSampler(trainee.tasks, settings.patch, settings.batch * context.world, settings.seed)
