@@ -97,7 +97,7 @@ def _check_inside(output: Path, output_dir: Path) -> None:
     """Refuse an output that a symbolic link inside OUTPUT_DIR would send elsewhere."""
     root = output_dir.resolve()
     if not output.parent.resolve().is_relative_to(root):
-        link = next(p for p in [output.parent, *output.parent.parents] if p.is_symlink())
+        link = next((p for p in [output.parent, *output.parent.parents] if p.is_symlink()), output.parent)
         raise JobPlanError(
             f"{link} is a symbolic link to {link.resolve()}: {output.name} would be written outside {output_dir}; "
             "remove the link or restore into another folder"

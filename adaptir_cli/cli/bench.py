@@ -24,7 +24,7 @@ from adaptir_cli.bench.runner import (
     run_benchmark,
     run_speed,
 )
-from adaptir_cli.cli.common import fail, split_hint, stderr, usage_error
+from adaptir_cli.cli.common import fail, fail_with, split_hint, stderr, usage_error
 from adaptir_cli.cli.restore import load_restorer
 from adaptir_cli.cli.run_options import (
     MAX_MEGAPIXELS_HELP,
@@ -158,7 +158,7 @@ def _methods(
     try:
         methods = plan_methods(adapters, restorer=restorer, baseline=baseline, scale=scale)
     except (AdapterFileError, OSError, BenchError) as error:
-        fail(str(error))
+        fail_with(error)
     for method in methods:
         if restorer is not None and method.kind != "baseline":
             try:
