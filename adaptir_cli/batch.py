@@ -1,11 +1,14 @@
 """Turning inputs (files and folders) into restore jobs, and running them one image at a time.
 
 One code path serves a single file and a folder of thousands, so no setting is honoured in one
-mode and ignored in the other. A failed image is reported and the run goes on.
+mode and ignored in the other. A failed image is reported and the run goes on. Outputs are
+checked again just before each image, and never replaced without `overwrite`, so two runs on the
+same folder share the work instead of redoing and clobbering each other's.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,7 +18,18 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 import torch
 
-from adaptir_cli.imaging.io import LoadedImage, is_image_file, plan_output, read_image, resize_alpha
+from adaptir_cli.atomic_files import TargetExistsError, remove_stale_temporaries
+from adaptir_cli.imaging.io import (
+    DEFAULT_MAX_MEGAPIXELS,
+    IMAGE_EXTENSIONS,
+    LoadedImage,
+    has_image_name,
+    is_complete_image,
+    is_image_file,
+    plan_output,
+    read_image,
+    resize_alpha,
+)
 from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_numpy, to_tensor
 
 
@@ -59,14 +73,35 @@ class JobResult:
         }
 
 
+SKIP_MESSAGE = "output exists (use --overwrite)"
+
+
 def _expand(path: Path, recursive: bool) -> list[tuple[Path, Path]]:
-    """(file, its path relative to the output folder) for one command-line input."""
+    """(file, its path relative to the output folder) for one command-line input.
+
+    A broken symbolic link with an image name is kept: it fails when read, and is reported.
+    """
     if path.is_file():
         return [(path, Path(path.name))]
     if path.is_dir():
         found = path.rglob("*") if recursive else path.iterdir()
-        return sorted((f, f.relative_to(path)) for f in found if f.is_file() and is_image_file(f))
+        return sorted((f, f.relative_to(path)) for f in found if is_image_file(f) or _broken_link(f))
     raise JobPlanError(f"input not found: {path}")
+
+
+def _broken_link(path: Path) -> bool:
+    return has_image_name(path) and path.is_symlink() and not path.exists()
+
+
+def _check_inside(output: Path, output_dir: Path) -> None:
+    """Refuse an output that a symbolic link inside OUTPUT_DIR would send elsewhere."""
+    root = output_dir.resolve()
+    if not output.parent.resolve().is_relative_to(root):
+        link = next((p for p in [output.parent, *output.parent.parents] if p.is_symlink()), output.parent)
+        raise JobPlanError(
+            f"{link} is a symbolic link to {link.resolve()}: {output.name} would be written outside {output_dir}; "
+            "remove the link or restore into another folder"
+        )
 
 
 def _per_input(values: list, count: int, what: str) -> list:
@@ -90,6 +125,11 @@ def plan_jobs(
     """One job per image; `tasks`/`adapters` hold one value for all inputs or one per input."""
     if not tasks:
         raise JobPlanError("--task is required")
+    for option, value in (("--suffix", suffix), ("--ext", ext or "")):
+        if any(separator in value for separator in ("/", os.sep, os.altsep) if separator):
+            raise JobPlanError(f"{option} {value!r} must not contain a path separator: it names files, not folders")
+    if ext and f".{ext.lstrip('.').lower()}" not in IMAGE_EXTENSIONS:
+        raise JobPlanError(f"--ext {ext!r} is not a format adaptir writes; use one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
     task_per_input = _per_input(tasks, len(inputs), "--task")
     adapter_per_input = _per_input(list(adapters or []), len(inputs), "--adapter")
     jobs: list[Job] = []
@@ -97,6 +137,7 @@ def plan_jobs(
         for source, relative in _expand(path, recursive):
             extension = "." + ext.lstrip(".").lower() if ext else source.suffix.lower()
             output = output_dir / relative.with_name(f"{relative.stem}{suffix}{extension}")
+            _check_inside(output, output_dir)
             if output.resolve() == source.resolve():
                 raise JobPlanError(f"{source} would be overwritten by its own output; use --suffix or another folder")
             jobs.append(Job(source, output, task, adapter))
@@ -107,8 +148,9 @@ def plan_jobs(
     return jobs
 
 
-def _read(job: Job) -> LoadedImage:
-    return read_image(job.source)
+def _done(job: Job) -> bool:
+    """An output that is there and whole; an empty or cut-off one (a crash of another tool) is redone."""
+    return job.output.exists() and is_complete_image(job.output)
 
 
 def run_jobs(
@@ -118,22 +160,35 @@ def run_jobs(
     *,
     overwrite: bool = False,
     force: bool = False,
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
     on_image: Callable[[Job], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> Iterator[JobResult]:
     """Restore each job's image and write it; yields one result per job (skipped ones first).
 
     The next image is decoded on a worker thread while the current one runs on the device.
+    Without `overwrite`, an output that exists (or appears while its image runs) is left alone.
     """
-    todo = [job for job in jobs if overwrite or not job.output.exists()]
+    for folder in dict.fromkeys(job.output.parent for job in jobs):
+        remove_stale_temporaries(folder)
+    todo = [job for job in jobs if overwrite or not _done(job)]
     for job in jobs:
         if job not in todo:
-            yield JobResult(job, "skipped", "output exists (use --overwrite)")
+            yield JobResult(job, "skipped", SKIP_MESSAGE)
+
+    def read(job: Job) -> LoadedImage:
+        return read_image(job.source, max_megapixels=max_megapixels)
+
     selected: tuple[str, Path | None] | None = None
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending: Future | None = reader.submit(_read, todo[0]) if todo else None
+        pending: Future | None = reader.submit(read, todo[0]) if todo else None
         for index, job in enumerate(todo):
-            loaded_future, pending = pending, (reader.submit(_read, todo[index + 1]) if index + 1 < len(todo) else None)
+            loaded_future, pending = pending, (reader.submit(read, todo[index + 1]) if index + 1 < len(todo) else None)
+            if not overwrite and _done(job):  # another run on the same folder wrote it meanwhile
+                yield JobResult(job, "skipped", SKIP_MESSAGE)
+                continue
+            # An incomplete output is replaced; a new one never clobbers a file that appears meanwhile.
+            replace_existing = overwrite or job.output.exists()
             if on_image:
                 on_image(job)
             start = time.perf_counter()
@@ -142,7 +197,10 @@ def run_jobs(
                 if selected != (job.task, job.adapter):
                     restorer.use(job.task, job.adapter, force=force)
                     selected = (job.task, job.adapter)
-                stats, size = _restore_to_file(restorer, image, job.output, settings, on_tile)
+                stats, size = _restore_to_file(restorer, image, job.output, settings, on_tile, replace_existing)
+            except TargetExistsError:
+                yield JobResult(job, "skipped", "output written meanwhile by another run (use --overwrite)")
+                continue
             except Exception as error:  # one bad image must not stop the batch
                 yield JobResult(job, "failed", _describe(error), RestoreStats(seconds=time.perf_counter() - start))
                 continue
@@ -151,7 +209,7 @@ def run_jobs(
 
 
 def _restore_to_file(
-    restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile
+    restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile, replace: bool
 ) -> tuple[RestoreStats, tuple[int, int]]:
     """Restore and write one image, quantising rows as they finish: an x4 result is held only
     as the integer samples that get written, never whole in float."""
@@ -167,7 +225,7 @@ def _restore_to_file(
         samples[first_row:last] = plan.samples(to_numpy(rows), None if alpha is None else alpha[first_row:last])
 
     _, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile, sink=store)
-    plan.write(samples)
+    plan.write(samples, replace=replace)
     stats.notes.extend(plan.notes)
     return stats, (height, width)
 

@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from adaptir_cli.adapters import AdapterFile, apply_adapter, read_adapter
+from adaptir_cli.adapters import AdapterFile, apply_adapter, check_task, read_adapter
 from adaptir_cli.bases import LoadedBase
 from adaptir_cli.imaging.tiling import RowSink, run_tiled
-from adaptir_cli.runtime import autocast, resolve_device, resolve_precision
+from adaptir_cli.runtime import apply_tf32_policy, autocast, is_out_of_memory, resolve_device, resolve_precision
 from adaptir_cli.tasks import Task, get_task, head_for
 
 TileCallback = Callable[[int, int], None]
@@ -58,6 +58,7 @@ class Restorer:
         self.base = base
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device, base.descriptor.supports_bf16)
+        apply_tf32_policy(self.precision)
         base.module.to(self.device)
         self.task: Task | None = None
         self.head = ""
@@ -68,7 +69,10 @@ class Restorer:
         return self.base.descriptor.head(self.head).scale
 
     def use(self, task: str, adapter: Path | AdapterFile | None = None, *, force: bool = False) -> None:
-        """Select the task (and so the base head) and the adapter; None runs the bare head."""
+        """Select the task (and so the base head) and the adapter; None runs the bare head.
+
+        `force` runs an adapter trained on other base weights, or for another task.
+        """
         chosen = get_task(task)
         head = head_for(chosen, self.base.descriptor.heads)
         if self.base.descriptor.head(head).scale != chosen.scale:
@@ -78,6 +82,8 @@ class Restorer:
             )
         if isinstance(adapter, (str, Path)):
             adapter = read_adapter(Path(adapter))
+        if adapter is not None:
+            check_task(adapter, chosen.name, force)
         if adapter is None and chosen.adapter_required:
             raise RestoreError(
                 f"{self.base.name} was not trained for {chosen.name} and no adapter was given; "
@@ -145,12 +151,16 @@ class Restorer:
                     sink=sink and (lambda row, rows: sink(row, rows.clamp(0, 1).cpu())),
                 )
                 break
-            except torch.OutOfMemoryError:
-                tile, batch = self._smaller(tile, overlap, batch, image.shape[-2:])
-                stats.oom_retries += 1
-                stats.notes.append(f"out of memory: retried with tile {tile or 'whole'} and batch {batch}")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
+            # Retried here, after the `except` block: inside it the exception's traceback keeps
+            # the failed attempt's frames, and so its tensors, allocated.
+            tile, batch = self._smaller(tile, overlap, batch, image.shape[-2:])
+            stats.oom_retries += 1
+            stats.notes.append(f"out of memory: retried with tile {tile or 'whole'} and batch {batch}")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
         stats.tile = tile
         stats.seconds = time.perf_counter() - start
         return (None if output is None else output.clamp_(0, 1).cpu()), stats

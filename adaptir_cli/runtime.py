@@ -34,15 +34,52 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
-def resolve_precision(spec: str, device: torch.device, bf16_safe: bool) -> Precision:
-    """`auto` is bf16 only on CUDA and only for bases verified in bf16; fp16 is never offered
-    (black/NaN outputs and CPU crashes are the classic fp16 failures of restoration tools)."""
+def check_precision(spec: str) -> str:
+    """`spec` normalised, or RuntimeChoiceError: fp16 is never offered (black/NaN outputs and CPU
+    crashes are the classic fp16 failures of restoration tools)."""
     spec = spec.strip().lower()
+    if spec not in ("auto", "fp32", "bf16"):
+        raise RuntimeChoiceError(f"unknown precision {spec!r}; use auto, fp32 or bf16")
+    return spec
+
+
+def resolve_precision(spec: str, device: torch.device, bf16_safe: bool) -> Precision:
+    """`auto` is bf16 only on CUDA and only for bases verified in bf16."""
+    spec = check_precision(spec)
     if spec == "auto":
         return "bf16" if device.type == "cuda" and bf16_safe else "fp32"
-    if spec not in ("fp32", "bf16"):
-        raise RuntimeChoiceError(f"unknown precision {spec!r}; use auto, fp32 or bf16")
     return spec  # type: ignore[return-value]
+
+
+def apply_tf32_policy(precision: Precision) -> bool:
+    """Allow TF32 matmuls and convolutions (10-bit mantissas on Ampere and later) only with bf16.
+
+    fp32 means fp32: PyTorch's defaults (TF32 convolutions on, matmuls off) would make an "fp32"
+    run differ between GPU generations. Returns whether TF32 is allowed, for the run's record.
+    """
+    allowed = precision == "bf16"
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+    return allowed
+
+
+def accelerator_info(device: torch.device) -> dict[str, object]:
+    """GPU, CUDA version and TF32 policy, for bench results and training logs: all change numbers."""
+    return {
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cuda": torch.version.cuda,
+        "tf32": torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32,
+    }
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A device out-of-memory error, on any torch the package allows (>= 2.1).
+
+    torch.OutOfMemoryError only exists from 2.5 on; before, CUDA raised torch.cuda.OutOfMemoryError,
+    and other back-ends a plain RuntimeError saying "out of memory".
+    """
+    kinds = tuple(k for k in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if k)
+    return isinstance(error, kinds) or (isinstance(error, RuntimeError) and "out of memory" in str(error))
 
 
 @contextlib.contextmanager

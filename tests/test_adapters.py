@@ -562,11 +562,10 @@ def test_failed_save_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest
     path = save(row, base, tmp_path / "a.safetensors")
     good = path.read_bytes()
 
-    def interrupted(state: dict, filename: str, metadata: dict) -> None:
-        Path(filename).write_bytes(b"partial")
-        raise KeyboardInterrupt
+    def interrupted(state: dict, metadata: dict) -> bytes:
+        raise KeyboardInterrupt  # while the temporary file is open
 
-    monkeypatch.setattr(file_format, "save_file", interrupted)
+    monkeypatch.setattr(file_format, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save(row, base, path)
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]

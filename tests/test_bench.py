@@ -292,12 +292,24 @@ def test_speed_mode_times_restore_only(tmp_path: Path, tiny_emt_file: Path) -> N
         (["--task", "sr2", "--dataset", "Set5", "--adapter", "x.safetensors", "--baseline-only"], 2, "loads no base"),
         (["--task", "sr2", "--speed", "--baseline-only"], 2, "drop --dataset, --baseline"),
         (["--task", "sr2", "--dataset", "Set5", "--baseline"], 1, "Download it from"),
+        (["--task", "sr2", "--dataset", "Set5", "--baseline", "--precision", "fp8"], 2, "--precision"),
+        (["--task", "sr2", "--dataset", "Set5", "--baseline", "--device", "banana"], 2, "--device"),
+        (["--task", "sr2", "--dataset", "Set5", "--baseline", "--max-megapixels", "-1"], 2, "--max-megapixels"),
+        (["--task", "sr2", "--dataset", "Set5", "--baseline", "--overlap", "-1"], 2, "--overlap"),
     ],
 )
 def test_bench_command_errors(args: list[str], code: int, message: str) -> None:
     result = runner.invoke(app, ["bench", *args])
     assert result.exit_code == code, result.output
     assert message in " ".join(result.output.split())
+
+
+def test_bench_refuses_images_over_the_size_limit_before_decoding(tmp_path: Path) -> None:
+    folder = _random_images(tmp_path / "set", 2)
+    args = ["bench", "--task", "sr2", "--dataset", str(folder), "--baseline", "-q", "--json", "-"]
+    limited = runner.invoke(app, [*args, "--max-megapixels", "0.001"])
+    assert limited.exit_code == 1 and limited.stderr.count("--max-megapixels 1") == 2, limited.output
+    assert runner.invoke(app, args).exit_code == 0
 
 
 def test_pair_sets_refuse_other_tasks(tmp_path: Path) -> None:

@@ -195,3 +195,19 @@ def test_adapter_names_from_models_list_work_in_restore_and_models_info(tmp_path
     )
     assert details["base_sha256"] == default_manifest().bases["compactir-default"].sha256
     assert details["training"]["steps"] > 0 and 0 < details["parameters"] < 100_000
+
+
+def test_an_adapter_is_refused_for_a_task_it_was_not_trained_for(tmp_path: Path) -> None:
+    """The lowlight adapter fits the base's tensors, but running it for sr2 or derain is a mistake."""
+    lowlight = default_manifest().adapter_for("compactir-default", "lowlight").path
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    for task in ("sr2", "derain"):
+        args = ["restore", str(image), str(tmp_path / task), "--task", task, "--adapter", str(lowlight), "-q",
+                "--base", "compactir-default"]
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 1 and not (tmp_path / task / "x.png").exists()
+        assert f"trained for task lowlight (x1), not for task {task}" in refused.stderr.replace("\n", " ")
+        assert refused.stderr.count("Hint:") == 1
+        forced = runner.invoke(app, [*args, "--force"])
+        assert forced.exit_code == 0, forced.output

@@ -200,3 +200,19 @@ def test_heads_count_defaults_to_a_divisor_of_the_width() -> None:
     base = build_base(official_state_dict(IPT(small)), name="small", sha256="0" * 64, source="small.pt")
     # Width 20: 12 does not divide it, 10 is the largest divisor that is at most 12.
     assert base.descriptor.config["num_heads"] == 10
+
+
+def test_bf16_output_leaves_autocast_in_fp32_within_8_bit_quantisation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Precision `auto` runs IPT in bf16 on CUDA: the tail and mean shift, which write the output,
+    must not round it to bf16's 8 significant bits (CPU autocast behaves the same way). The body's
+    own contribution is switched off so that only the output path's precision is measured."""
+    torch.manual_seed(0)
+    model = IPT(TINY_CONFIG).eval()
+    monkeypatch.setattr(model.body, "forward", lambda x, task: torch.zeros_like(x))
+    x = torch.rand(4, 3, TINY_CONFIG.patch_size, TINY_CONFIG.patch_size) * 255
+    with torch.no_grad():
+        reference = model(x, 0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reduced = model(x, 0)
+    assert reduced.dtype == torch.float32
+    assert (reduced - reference).abs().max() < 0.5, "more than half an 8-bit step (0..255 scale) off"

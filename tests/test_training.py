@@ -247,6 +247,25 @@ def test_loss_decreases_when_overfitting_one_image(tiny_emt_file: Path, tmp_path
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5]), losses
 
 
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL and pid checks are POSIX")
+def test_a_checkpoint_temporary_left_by_kill_9_is_removed_by_the_next_run(
+    tiny_emt_file: Path, clean_dir: Path, tmp_path: Path
+) -> None:
+    from adaptir_cli.atomic_files import STALE_AFTER_SECONDS
+
+    out = tmp_path / "sr2.safetensors"
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys; from pathlib import Path; from adaptir_cli.atomic_files import atomic_write; "
+        "atomic_write(Path(sys.argv[1]), lambda handle: os.kill(os.getpid(), signal.SIGKILL))"
+    ), str(checkpoint_path(out))])
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = tmp_path.glob(".sr2.ckpt.*.tmp")
+    past = left.stat().st_mtime - STALE_AFTER_SECONDS - 60
+    os.utime(left, (past, past))
+    _run(tiny_emt_file, clean_dir, out, _settings(2))
+    assert not left.exists() and out.exists()
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(
     uninterrupted: Reference, tiny_emt_file: Path, clean_dir: Path, tmp_path: Path
 ) -> None:

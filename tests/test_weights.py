@@ -283,7 +283,7 @@ def test_import_refuses_a_file_that_is_not_the_published_one(tmp_path: Path, tin
         import_weights("tiny-two-heads", tiny_emt_file, manifest=manifest)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(WeightsError, match="not a plain tensor checkpoint"):
         import_weights("tiny", garbage, force=True, manifest=manifest)
     assert leftovers() == []
     assert import_weights("tiny", tiny_emt_file, force=True, manifest=manifest) == cached_model("tiny")
@@ -337,3 +337,29 @@ def test_cli_errors() -> None:
     assert "2 of 3" in manual.stderr and "emt-x2: already installed" in manual.stderr and manual.stdout == ""
     missing = run("path", "ipt")
     assert missing.exit_code == 1 and "Hint:" in missing.stderr
+
+
+def test_damaged_and_unsafe_weight_files_are_bad_files_not_bugs(tmp_path: Path) -> None:
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from adaptir_cli.cli.app import app
+
+    whole = tmp_path / "whole.safetensors"
+    save_file({"w": torch.zeros(256)}, str(whole))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[:300])
+    unsafe = tmp_path / "module.pth"
+    torch.save({"model": torch.nn.Linear(2, 2)}, unsafe)  # a pickled module, not tensors
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    expected = {cut: "is not a complete .safetensors file", unsafe: "is not a plain tensor checkpoint",
+                garbage: "is not a plain tensor checkpoint"}
+    for file, message in expected.items():
+        result = CliRunner().invoke(app, ["restore", str(image), str(tmp_path / "out"), "--task", "sr2", "--base", str(file)])
+        assert result.exit_code == 1 and message in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 2 and lines[1].startswith("Hint:"), result.stderr
+        assert "report it" not in result.stderr and "weights_only" not in result.stderr

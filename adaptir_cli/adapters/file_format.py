@@ -8,20 +8,19 @@ optionally a training summary. Tensor keys are "{target module}.{adapter key}", 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from adaptir_cli.adapters.errors import AdapterFileError, AdapterMismatchError
 from adaptir_cli.adapters.injection import adapter_state_dict, expected_adapter_shapes, state_mismatches
 from adaptir_cli.adapters.methods import get_method
+from adaptir_cli.atomic_files import atomic_write
 from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.tasks import get_task, head_for
 
@@ -95,15 +94,8 @@ def save_adapter(
     }
     if training is not None:
         metadata["training"] = json.dumps(training, sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(state, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # Bytes through atomic_write: safetensors' save_file would reset the file's mode to 0600.
+    atomic_write(path, lambda handle: handle.write(save(state, metadata=metadata)))
     return path
 
 
@@ -131,7 +123,7 @@ def read_adapter(path: Path | str) -> AdapterFile:
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except SafetensorError as error:
         raise AdapterFileError(
-            f"{path} is not a .safetensors adapter file ({error}). Hint: adapter files are written by "
+            f"{path} is not a .safetensors adapter file ({error})\nHint: adapter files are written by "
             "adaptir's fine-tuning; base weights are loaded as bases, not adapters."
         ) from None
     try:
@@ -141,7 +133,7 @@ def read_adapter(path: Path | str) -> AdapterFile:
         scale = int(metadata["scale"])
     except (KeyError, ValueError) as error:  # json.JSONDecodeError is a ValueError
         raise AdapterFileError(
-            f"{path}: unreadable adapter metadata ({error}). Hint: upgrade adaptir if the file is newer, "
+            f"{path}: unreadable adapter metadata ({error})\nHint: upgrade adaptir if the file is newer, "
             "or re-save the adapter."
         ) from None
     return AdapterFile(
@@ -163,7 +155,7 @@ def _check_header(path: Path, metadata: dict[str, str]) -> None:
     if metadata.get("format") != FORMAT_NAME:
         raise AdapterFileError(
             f"{path} is a .safetensors file but not an adaptir adapter (no format={FORMAT_NAME!r} in its "
-            "metadata). Hint: base weights are loaded as bases, not adapters."
+            "metadata)\nHint: base weights are loaded as bases, not adapters."
         )
     missing = [key for key in _REQUIRED if key not in metadata]
     if missing:
@@ -175,7 +167,7 @@ def _check_header(path: Path, metadata: dict[str, str]) -> None:
     if version > FORMAT_VERSION:
         raise AdapterFileError(
             f"{path} was written by a newer adaptir (adapter format {version}; this version reads up to "
-            f"{FORMAT_VERSION}). Hint: upgrade adaptir (pip install -U adaptir)."
+            f"{FORMAT_VERSION})\nHint: upgrade adaptir (pip install -U adaptir)."
         )
 
 
@@ -194,5 +186,15 @@ def check_compatible(adapter: AdapterFile, base: LoadedBase, force: bool = False
         raise AdapterMismatchError(
             f"{adapter.label} was trained on base {adapter.base_name!r} (sha256 {adapter.base_sha256[:12]}...), "
             f"but the loaded base is {base.name!r} (sha256 {base.sha256[:12]}...). Its output on other "
-            "weights is untested. Hint: load the base it was trained on, or pass --force to load anyway."
+            "weights is untested\nHint: load the base it was trained on, or pass --force to load anyway."
+        )
+
+
+def check_task(adapter: AdapterFile, task: str, force: bool = False) -> None:
+    """Refuse (unless forced) an adapter trained for another task or output scale than `task`."""
+    chosen = get_task(task)
+    if (adapter.task, adapter.scale) != (chosen.name, chosen.scale) and not force:
+        raise AdapterMismatchError(
+            f"{adapter.label} was trained for task {adapter.task} (x{adapter.scale}), not for task {chosen.name} "
+            f"(x{chosen.scale})\nHint: pass --task {adapter.task}, or --force to run it for {chosen.name} anyway."
         )

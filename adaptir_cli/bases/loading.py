@@ -35,17 +35,25 @@ def read_state_dict(path: Path) -> StateDict:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except SafetensorError as error:  # a cut-off or damaged file, not a bug
+            raise WeightsError(
+                f"{path} is not a complete .safetensors file ({error})\n"
+                "Hint: download or copy it again; an interrupted transfer is the usual cause."
+            ) from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # pickle errors come in many types
+        except Exception:  # pickle errors come in many types; PyTorch's text urges unsafe loading
             raise WeightsError(
-                f"{path} is not a readable PyTorch checkpoint ({error}). "
-                "Only tensor-only checkpoints load (weights_only=True); convert others to .safetensors."
-            ) from error
+                f"{path} is not a plain tensor checkpoint, and adaptir never loads one unsafely: "
+                "unpickling it could run any code it holds\n"
+                "Hint: use the published checkpoint, or convert this one to .safetensors where you trust it."
+            ) from None
     return strip_prefixes(unnest(state, path))
 
 

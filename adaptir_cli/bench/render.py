@@ -8,9 +8,9 @@ identical images) or null (a mean over no image), so the file stays valid JSON.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from adaptir_cli.atomic_files import atomic_write_text
 from adaptir_cli.bench.protocol import CHANNELS, Channel
 from adaptir_cli.bench.runner import BenchResult, MethodResult, RunInfo, SpeedReport
 
@@ -35,7 +36,8 @@ def _number(value: float | None) -> float | str | None:
 def _info_json(info: RunInfo) -> dict[str, object]:
     return {
         "task": info.task, "base": info.base, "device": info.device, "precision": info.precision,
-        "tile": info.tile, "created": info.created, "versions": info.versions, "machine": info.machine,
+        "tile": info.tile, "accelerator": info.accelerator, "created": info.created, "versions": info.versions,
+        "machine": info.machine,
     }
 
 
@@ -105,10 +107,7 @@ def write_json(path: Path, payload: dict[str, object]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)  # a half-written results file would poison the docs tables
+    atomic_write_text(path, text)  # a half-written results file would poison the docs tables
 
 
 CSV_COLUMNS = ("dataset", "method", "row", "image", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "seconds")
@@ -116,19 +115,19 @@ CSV_COLUMNS = ("dataset", "method", "row", "image", "psnr_y", "ssim_y", "psnr_rg
 
 def write_csv(path: Path, result: BenchResult) -> None:
     """One row per image and method, then a 'mean' row per set and method."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for dataset in result.datasets:
-            for r in dataset.results:
-                label = r.method.label
-                for s in r.scores:
-                    writer.writerow([dataset.name, label, "image", s.image, s.psnr["y"], s.ssim["y"],
-                                     s.psnr["rgb"], s.ssim["rgb"], "" if s.seconds is None else s.seconds])
-                seconds = r.seconds_per_image
-                writer.writerow([dataset.name, label, "mean", "", r.psnr("y"), r.ssim("y"), r.psnr("rgb"),
-                                 r.ssim("rgb"), "" if seconds is None else seconds])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(CSV_COLUMNS)
+    for dataset in result.datasets:
+        for r in dataset.results:
+            label = r.method.label
+            for s in r.scores:
+                writer.writerow([dataset.name, label, "image", s.image, s.psnr["y"], s.ssim["y"],
+                                 s.psnr["rgb"], s.ssim["rgb"], "" if s.seconds is None else s.seconds])
+            seconds = r.seconds_per_image
+            writer.writerow([dataset.name, label, "mean", "", r.psnr("y"), r.ssim("y"), r.psnr("rgb"),
+                             r.ssim("rgb"), "" if seconds is None else seconds])
+    atomic_write_text(path, text.getvalue())
 
 
 def _header(console: Console, info: RunInfo, protocol_rows: list[tuple[str, str]], adapters: str | None) -> None:

@@ -30,10 +30,11 @@ from adaptir_cli.bases.loading import sha256_file
 from adaptir_cli.bench.protocol import CHANNELS, Channel, Protocol
 from adaptir_cli.data.datasets import BenchImage, Dataset, DatasetError
 from adaptir_cli.data.degradations import Degradation
-from adaptir_cli.imaging.io import ImageReadError, read_image, write_image
+from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS, ImageReadError, read_image, write_image
 from adaptir_cli.imaging.resize import imresize, modcrop
 from adaptir_cli.metrics import psnr, ssim, to_uint8
 from adaptir_cli.restorer import Restorer, RestoreError, TileSettings, to_numpy, to_tensor
+from adaptir_cli.runtime import accelerator_info
 
 MethodKind = Literal["baseline", "base", "adapter"]
 
@@ -113,6 +114,7 @@ class RunInfo:
     device: str | None
     precision: str | None
     tile: dict[str, int] | None
+    accelerator: dict[str, object] | None = None  # GPU, CUDA version, TF32 policy
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     versions: dict[str, str] = field(default_factory=lambda: {
         "adaptir": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
@@ -176,6 +178,7 @@ def run_info(task: str, restorer: Restorer | None, settings: TileSettings) -> Ru
         str(restorer.device),
         restorer.precision,
         {"tile": tile, "overlap": overlap, "batch": settings.batch},
+        accelerator_info(restorer.device),
     )
 
 
@@ -229,8 +232,12 @@ def run_benchmark(
     *,
     save_images: Path | None = None,
     on_image: ImageCallback | None = None,
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
 ) -> BenchResult:
-    """Score every method on every image; failures are recorded per image and the run goes on."""
+    """Score every method on every image; failures are recorded per image and the run goes on.
+
+    Files declaring more than `max_megapixels` (None: no limit) fail without being decoded.
+    """
     settings = settings or TileSettings(tile=0)
     results = []
     for dataset in datasets:
@@ -238,7 +245,9 @@ def run_benchmark(
         outcome = DatasetResult(dataset.name, dataset.folder, len(dataset.images), [MethodResult(m) for m in methods],
                                 paired=dataset.paired, notes=notes)
         for index, image in enumerate(dataset.images):
-            failures = _bench_image(image, index, outcome, protocol, degradation, restorer, settings, save_images)
+            failures = _bench_image(
+                image, index, outcome, protocol, degradation, restorer, settings, save_images, max_megapixels
+            )
             outcome.failures.extend(failures)
             if on_image is not None:
                 on_image(dataset.name, image.name, failures)
@@ -255,9 +264,10 @@ def _bench_image(
     restorer: Restorer | None,
     settings: TileSettings,
     save_images: Path | None,
+    max_megapixels: float | None,
 ) -> list[Failure]:
     try:
-        gt, lq = make_pair(image, index, protocol, degradation)
+        gt, lq = make_pair(image, index, protocol, degradation, max_megapixels)
     except (ImageReadError, ValueError) as error:
         return [Failure(image.name, None, str(error))]
     failures = []
@@ -278,7 +288,8 @@ def _bench_image(
 
 
 def make_pair(
-    image: BenchImage, index: int, protocol: Protocol, degradation: Degradation
+    image: BenchImage, index: int, protocol: Protocol, degradation: Degradation,
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ground truth as uint8 HWC RGB, the input as float32 HWC RGB in [0, 1]) for one test image.
 
@@ -286,10 +297,10 @@ def make_pair(
     first channel of the degraded replicated image, replicated again): its noise is gray noise,
     and the model sees three equal channels, as BasicSR feeds gray images (Set14's bridge).
     """
-    loaded = read_image(image.gt)
+    loaded = read_image(image.gt, max_megapixels=max_megapixels)
     gt = to_uint8(modcrop(loaded.rgb, protocol.scale))
     if image.lq is not None:
-        lq = read_image(image.lq).rgb
+        lq = read_image(image.lq, max_megapixels=max_megapixels).rgb
         expected = (gt.shape[0] // protocol.scale, gt.shape[1] // protocol.scale)
         if lq.shape[:2] != expected:
             raise ValueError(

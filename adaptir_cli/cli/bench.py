@@ -25,13 +25,21 @@ from adaptir_cli.bench.runner import (
     run_benchmark,
     run_speed,
 )
-from adaptir_cli.cli.common import fail, split_hint, stderr, usage_error
+from adaptir_cli.cli.common import fail, fail_with, split_hint, stderr, usage_error
 from adaptir_cli.cli.restore import load_restorer
+from adaptir_cli.cli.run_options import (
+    MAX_MEGAPIXELS_HELP,
+    resolve_adapters,
+    check_run_options,
+    check_tiles,
+    size_limit,
+)
 from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayout, find_dataset
 from adaptir_cli.data.degradations import Degradation
+from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
-from adaptir_cli.weights.resolve import adapter_file, base_for, default_adapter
+from adaptir_cli.weights.resolve import base_for, default_adapter
 
 _PIPE_WIDTH = 140
 
@@ -91,6 +99,7 @@ def bench(
     batch: int = typer.Option(4, min=1, help="Tiles run together on the device."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16."),
+    max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Score a base and its adapters with the papers' protocol (PSNR/SSIM, Y or RGB, crop), or time restore."""
@@ -99,6 +108,7 @@ def bench(
         protocol, degradation = make_protocol(task, sigma, seed)
     except (UnknownTaskError, ProtocolError) as error:
         usage_error(str(error))
+    check_run_options(tile=tile, overlap=overlap, device=device, precision=precision, max_megapixels=max_megapixels)
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
     if baseline_only and (base is not None or adapter):
         usage_error("--baseline-only loads no base: drop --base and --adapter, or use --baseline beside them")
@@ -108,7 +118,7 @@ def bench(
                 "--speed times restore on a random image; drop --dataset, --baseline, --csv and --save-images"
             )
         shape = _parse_size(size)
-        restorer, adapters = _model(task, base, adapter, device, precision)
+        restorer, adapters = _model(task, base, adapter, device, precision, settings)
         methods = _methods(adapters, restorer, baseline=False, scale=chosen.scale, task=task)
         with stderr.status("Timing restore ...", spinner="dots"):
             report = run_speed(restorer, task, methods, shape, repeats=repeats, settings=settings, seed=seed)
@@ -127,9 +137,9 @@ def bench(
     except DatasetError as error:
         fail(str(error))
 
-    restorer, adapters = (None, []) if baseline_only else _model(task, base, adapter, device, precision)
+    restorer, adapters = (None, []) if baseline_only else _model(task, base, adapter, device, precision, settings)
     methods = _methods(adapters, restorer, baseline=baseline or baseline_only, scale=chosen.scale, task=task)
-    result = _run(sets, protocol, degradation, methods, restorer, settings, save_images, quiet)
+    result = _run(sets, protocol, degradation, methods, restorer, settings, save_images, size_limit(max_megapixels), quiet)
 
     print_bench(_results_console(json_file), result)
     if json_file is not None:
@@ -142,14 +152,14 @@ def bench(
 
 
 def _model(
-    task: str, base: str | None, adapter: list[str], device: str, precision: str
+    task: str, base: str | None, adapter: list[str], device: str, precision: str, settings: TileSettings
 ) -> tuple[Restorer, list[Path | None]]:
     """The base and adapters to score: what `adaptir restore` would use unless --base/--adapter say otherwise."""
+    adapters = resolve_adapters(adapter)
     try:
         restorer = load_restorer(base_for(task, base), device, precision)
-        if adapter:
-            return restorer, [adapter_file(a) if a else None for a in adapter]
-        return restorer, [default_adapter(restorer.base, task)]
+        check_tiles(restorer, settings)
+        return restorer, adapters if adapter else [default_adapter(restorer.base, task)]
     except WeightsError as error:
         fail(*split_hint(error))
 
@@ -161,19 +171,20 @@ def _methods(
     try:
         methods = plan_methods(adapters, restorer=restorer, baseline=baseline, scale=scale)
     except (AdapterFileError, OSError, BenchError) as error:
-        fail(str(error))
+        fail_with(error)
     for method in methods:
         if restorer is not None and method.kind != "baseline":
             try:
                 restorer.use(task, method.adapter)
-            except Exception as error:  # every mismatch (head, scale, adapter base) ends the same way
-                fail(f"{method.label}: {error}", "see `adaptir bench --help`")
+            except Exception as error:  # every mismatch (head, scale, adapter base, task) ends the same way
+                message, hint = split_hint(error)
+                fail(f"{method.label}: {message}", hint or "see `adaptir bench --help`")
     return methods
 
 
 def _run(
     sets: list[Dataset], protocol: Protocol, degradation: Degradation, methods: list[Method], restorer: Restorer | None,
-    settings: TileSettings, save_images: Path | None, quiet: bool,
+    settings: TileSettings, save_images: Path | None, max_megapixels: float | None, quiet: bool,
 ) -> BenchResult:
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -189,7 +200,7 @@ def _run(
                 progress.console.print(f"[red]failed[/] {dataset}/{failure.image}{where}: {failure.error}", highlight=False)
 
         return run_benchmark(sets, protocol, degradation, methods, restorer, settings,
-                             save_images=save_images, on_image=on_image)
+                             save_images=save_images, on_image=on_image, max_megapixels=max_megapixels)
 
 
 def _results_console(json_file: Path | None) -> Console:

@@ -41,6 +41,12 @@ def usage_error(message: str, hint: str | None = None) -> NoReturn:
     fail(message, hint, EXIT_USAGE)
 
 
+def fail_with(error: BaseException, default_hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
+    """Report a library error: its own "Hint:" line if it has one, else `default_hint` (never two)."""
+    message, hint = split_hint(error)
+    fail(message, hint or default_hint, code)
+
+
 def print_json(payload: object) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
     sys.stdout.flush()

@@ -15,7 +15,7 @@ from adaptir_cli.experiments.config import ExperimentError, load_experiment
 from adaptir_cli.experiments.plot import plot_svg
 from adaptir_cli.experiments.report import merge_report, report_markdown
 from adaptir_cli.experiments.results import ResultsError, experiment_results
-from adaptir_cli.training.checkpoint import atomic_write
+from adaptir_cli.atomic_files import atomic_write_text
 from adaptir_cli.training.loop import TrainingInterrupted
 
 FORMAT = """
@@ -109,7 +109,7 @@ def report(
     link = None
     if plot is not None:
         svg = plot_svg(experiments)
-        atomic_write(plot, lambda temporary: Path(temporary).write_text(svg, encoding="utf-8"))
+        atomic_write_text(plot, svg)
         # The markdown shows the plot by a path relative to where the markdown lives.
         where = out.parent if out is not None else Path.cwd()
         link = Path(os.path.relpath(plot.resolve(), where.resolve())).as_posix()
@@ -120,5 +120,5 @@ def report(
         # Only the generated part of an existing file is replaced: the analysis around it stays.
         existing = out.read_text(encoding="utf-8") if out.is_file() else None
         merged = merge_report(existing, markdown)
-        atomic_write(out, lambda temporary: Path(temporary).write_text(merged, encoding="utf-8"))
+        atomic_write_text(out, merged)
         stderr.print(escape(f"Wrote {out}" + (f" and {plot}" if plot is not None else "")), highlight=False, soft_wrap=True)

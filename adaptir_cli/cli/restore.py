@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rich.console import Console
-
-from adaptir_cli.bases.loading import WeightsError
+from adaptir_cli.api import Restorers, plan_restore
 from adaptir_cli.batch import Job, JobPlanError, JobResult, plan_jobs, run_jobs
-from adaptir_cli.cli.common import fail, print_json, split_hint, stderr, usage_error
+from adaptir_cli.cli.common import fail, fail_with, print_json, split_hint, stderr, usage_error
+from adaptir_cli.cli.run_options import (
+    MAX_MEGAPIXELS_HELP,
+    check_output_folder,
+    check_run_options,
+    check_tiles,
+    resolve_adapters,
+    size_limit,
+)
+from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
-from adaptir_cli.weights.resolve import adapter_file, base_for, default_adapter, load_base
+from adaptir_cli.weights.manifest import UnknownNameError
+from adaptir_cli.weights.resolve import load_base
 
 EXAMPLES = """
 Examples:
 
   adaptir restore photo.png out/ --task sr2
 
-  adaptir restore photo.png out/ --task sr4 --base emt-x4
+  adaptir restore photo.png out/ --task sr4 --base lmlt-tiny-x4
 
   adaptir restore noisy/ out/ --task denoise --recursive --ext png
 
@@ -55,21 +66,20 @@ def restore(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (the tree is mirrored)."),
     suffix: str = typer.Option("", help="Appended to each output file name, before the extension."),
     ext: Optional[str] = typer.Option(None, help="Output format by extension (png, tif, jpg, webp); default: the input's."),
-    overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip them)."),
-    force: bool = typer.Option(False, help="Load adapters trained on another base anyway."),
+    overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip complete ones)."),
+    force: bool = typer.Option(False, help="Load adapters trained on another base, or for another task, anyway."),
+    max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
-    """Restore images: load the base once, switch adapters per task, tile on CPU or CUDA."""
+    """Restore images: each base loaded once, adapters switched per task, tiled on CPU or CUDA."""
     if len(paths) < 2:
         usage_error("give at least one input and the output folder", "adaptir restore INPUT... OUTPUT_DIR --task T")
     *inputs, output_dir = paths
     if output_dir.is_file():
         usage_error(f"the last argument must be the output folder, but {output_dir} is a file")
-    try:
-        adapters = [adapter_file(a) if a else None for a in adapter]
-    except WeightsError as error:
-        fail(*split_hint(error))
+    check_run_options(tile=tile, overlap=overlap, device=device, precision=precision, max_megapixels=max_megapixels)
+    adapters = resolve_adapters(adapter)
     try:
         for name in task:
             get_task(name)
@@ -78,34 +88,32 @@ def restore(
         usage_error(str(error))
     if not jobs:
         fail("no images found in the inputs", "pass image files, or folders holding them (--recursive for sub-folders)")
+    check_output_folder(output_dir)
 
-    try:  # each task's base: --base, else the task's default; every base is loaded once
-        names = [str(base_for(job.task, base)) for job in jobs]
-    except WeightsError as error:
-        fail(*split_hint(error))
-    restorers = {name: load_restorer(name, device, precision) for name in dict.fromkeys(names)}
-    if not adapter:  # nothing given: each task gets the adapter the project ships for it, if any
-        try:
-            jobs = [replace(job, adapter=default_adapter(restorers[name].base, job.task)) for job, name in zip(jobs, names)]
-        except WeightsError as error:
-            fail(*split_hint(error))
-    for name, job_task, job_adapter in dict.fromkeys((n, job.task, job.adapter) for n, job in zip(names, jobs)):
-        try:  # check every task/adapter pair against its base before the first image
-            restorers[name].use(job_task, job_adapter, force=force)
-        except Exception as error:
-            fail(str(error), "see `adaptir restore --help`")
+    restorers = Restorers(base, device=device, precision=precision)
+    with _loading("the bases"):  # each task's base (--base, else the task's default), each loaded once
+        groups = plan_restore(jobs, restorers, use_defaults=not adapter)
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
-    groups = [(restorer, [job for job, n in zip(jobs, names) if n == name]) for name, restorer in restorers.items()]
-    order = {job: index for index, job in enumerate(jobs)}
-    results = sorted(_run(groups, settings, overwrite=overwrite, force=force, quiet=quiet), key=lambda r: order[r.job])
+    for restorer, group in groups:
+        check_tiles(restorer, settings)
+        for pair in dict.fromkeys((job.task, job.adapter) for job in group):
+            try:  # check every task/adapter pair against its base before the first image
+                restorer.use(*pair, force=force)
+            except Exception as error:
+                fail_with(error, "see `adaptir restore --help`")
+    order = {job.output: index for index, job in enumerate(jobs)}
+    results = sorted(
+        _run(groups, settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels), quiet=quiet),
+        key=lambda result: order[result.job.output],
+    )
 
     failed = [r for r in results if r.status == "failed"]
     if json_out:
-        base_of = {job.output: name for job, name in zip(jobs, names)}
+        base_of = {job.output: restorer.base.name for restorer, group in groups for job in group}
         print_json({
             "bases": [
-                {"name": name, "sha256": r.base.sha256, "device": str(r.device), "precision": r.precision}
-                for name, r in restorers.items()
+                {"name": r.base.name, "sha256": r.base.sha256, "device": str(r.device), "precision": r.precision}
+                for r, _ in groups
             ],
             "ok": sum(r.status == "ok" for r in results),
             "skipped": sum(r.status == "skipped" for r in results),
@@ -117,17 +125,28 @@ def restore(
         raise typer.Exit(1)
 
 
-def load_restorer(base: str | Path, device: str, precision: str) -> Restorer:
-    """The base named by --base (or a task's default) on its device; errors end the command."""
+@contextmanager
+def _loading(what: str) -> Iterator[None]:
+    """A spinner while weights load; an unknown --base is a usage error, a bad file ends the command."""
     try:
-        with stderr.status(f"Loading {base} ...", spinner="dots"):
-            return Restorer(load_base(base), device=device, precision=precision)
+        with stderr.status(f"Loading {what} ...", spinner="dots"):
+            yield
+    except UnknownNameError as error:
+        message, hint = split_hint(error)
+        usage_error(f"--base: {message}", hint)
     except (OSError, ValueError, KeyError) as error:
         fail(*split_hint(error))
 
 
+def load_restorer(base: str | Path, device: str, precision: str) -> Restorer:
+    """The base named by --base (or a task's default) on its device; errors end the command."""
+    with _loading(str(base)):
+        return Restorer(load_base(base), device=device, precision=precision)
+
+
 def _run(
-    groups: list[tuple[Restorer, list[Job]]], settings: TileSettings, *, overwrite: bool, force: bool, quiet: bool
+    groups: list[tuple[Restorer, list[Job]]], settings: TileSettings, *, overwrite: bool, force: bool,
+    max_megapixels: float | None, quiet: bool,
 ) -> list[JobResult]:
     """Run each base's jobs in turn under one progress display."""
     results: list[JobResult] = []
@@ -139,7 +158,7 @@ def _run(
         files = progress.add_task("images", total=sum(len(jobs) for _, jobs in groups))
         tiles = progress.add_task("tiles", total=None, visible=False)
 
-        def on_image(job) -> None:
+        def on_image(job: Job) -> None:
             progress.update(tiles, description=f"  {job.source.name}", completed=0, total=None, visible=True)
 
         def on_tile(done: int, total: int) -> None:
@@ -147,7 +166,8 @@ def _run(
 
         for restorer, jobs in groups:
             for result in run_jobs(
-                restorer, jobs, settings, overwrite=overwrite, force=force, on_image=on_image, on_tile=on_tile
+                restorer, jobs, settings, overwrite=overwrite, force=force, max_megapixels=max_megapixels,
+                on_image=on_image, on_tile=on_tile,
             ):
                 results.append(result)
                 progress.advance(files)
@@ -158,8 +178,8 @@ def _run(
 
 def _report(console: Console, result: JobResult, quiet: bool) -> None:
     if result.status == "failed":
-        console.print(f"[red]failed[/] {result.job.source}: {result.error}", highlight=False)
+        console.print(f"[red]failed[/] {escape(f'{result.job.source}: {result.error}')}", highlight=False)
     elif result.status == "skipped" and not quiet:
-        console.print(f"[dim]skipped {result.job.source}: {result.error}[/]", highlight=False)
+        console.print(f"[dim]skipped {escape(f'{result.job.source}: {result.error}')}[/]", highlight=False)
     for note in result.stats.notes:
-        console.print(f"[yellow]{result.job.source.name}: {note}[/]", highlight=False)
+        console.print(f"[yellow]{escape(f'{result.job.source.name}: {note}')}[/]", highlight=False)

@@ -6,8 +6,8 @@ What users lose with other tools and keep here (shared/design/USERS.md, pains 2 
 - EXIF orientation is applied on read; ICC profile and EXIF are written back where the format
   can hold them, and `write_image` says what it had to leave out;
 - files are opened by Python as bytes, never by OpenCV from a path, so Unicode names work;
-- an output file appears complete or not at all (temporary file in the same folder, then
-  os.replace), also when encoding fails half-way.
+- an output file appears complete or not at all (adaptir_cli.atomic_files), also when encoding
+  fails half-way, and an output another run wrote meanwhile is not clobbered unless asked.
 
 Pillow handles everything except 16-bit images with several channels, which it silently
 truncates to 8 bits: those are decoded and encoded by OpenCV in memory, and for PNG the ICC
@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import struct
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from adaptir_cli.atomic_files import TargetExistsError, atomic_write
 
 # EXIF tag 0x0112; values 1..8 as defined by the EXIF standard (CIPA DC-008).
 _ORIENTATION = 0x0112
@@ -37,10 +40,20 @@ _GRAY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 # ITU-R BT.601 luma, the weights Pillow's convert("L") uses: a restored grayscale image is
 # turned back into one channel the way every viewer would show the RGB version.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Real photos fit (a 102 MP medium-format frame is 11648 x 8736); a file declaring more is far
+# more often damaged or hostile: decoding a 12000 x 12000 header with 700 bytes behind it holds
+# 4.4 GB of grey for minutes. `--max-megapixels` raises the limit for genuine giants.
+DEFAULT_MAX_MEGAPIXELS = 120.0
+# Pillow's process-wide decoding switches: held while adaptir decodes (see _strict_pillow).
+_PILLOW_SWITCHES = threading.Lock()
 
 
 class ImageReadError(ValueError):
     """A file cannot be read as an image; the message names the file and what to try."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """A file declares more pixels than the --max-megapixels limit; refused before decoding."""
 
 
 class ImageWriteError(ValueError):
@@ -102,25 +115,85 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
     Hidden files are skipped: they are temporary files (ours included) or macOS "._" forks.
     """
-    path = Path(path)
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file()
+    return has_image_name(path) and Path(path).is_file()
 
 
-def read_image(path: str | os.PathLike[str]) -> LoadedImage:
-    """Decode `path` into a `LoadedImage`; raises `ImageReadError` for missing or damaged files."""
+def has_image_name(path: str | os.PathLike[str]) -> bool:
+    """A known image extension on a name that is not hidden, whether or not the file exists."""
     path = Path(path)
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def read_image(path: str | os.PathLike[str], *, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> LoadedImage:
+    """Decode `path` into a `LoadedImage`; raises `ImageReadError` for missing or damaged files.
+
+    A file declaring more than `max_megapixels` (None: no limit) is refused from its header,
+    before any pixel is decoded; truncated pixel data is an error, never filled in.
+    """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ImageReadError(f"cannot read {path}: it is a broken symbolic link (to {os.readlink(path)})")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    limit = None if max_megapixels is None else int(max_megapixels * 1_000_000)
     try:
-        return _decode(data)
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, cv2.error,
-            Image.DecompressionBombError) as exc:
+        return _decode(data, limit)
+    except _TooManyPixels as exc:
+        width, height = exc.args
+        raise ImageTooLargeError(
+            f"refused {path}: it declares {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
+            f"more than the limit of {max_megapixels:g}; damaged files often declare sizes their data "
+            f"cannot fill\nHint: if the image is genuine, pass --max-megapixels {-(-width * height // 1_000_000)}."
+        ) from None
+    except UnidentifiedImageError:
         raise ImageReadError(
-            f"cannot read {path} as an image: {exc}. Check that the file is complete; "
-            "re-saving it as PNG usually helps"
+            f"cannot read {path}: not an image in a format adaptir reads (PNG, JPEG, TIFF, WebP, BMP)\n"
+            "Hint: check that the file is an image and complete; re-saving it as PNG usually helps."
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, cv2.error) as exc:
+        raise ImageReadError(
+            f"cannot read {path} as an image: {exc}\n"
+            "Hint: check that the file is complete; re-saving it as PNG usually helps."
         ) from exc
+
+
+def is_complete_image(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` holds a whole image: what a rerun may skip (an empty or cut-off one is redone).
+
+    PNG is checked chunk by chunk (CRCs, the end chunk) without decoding; other formats decode.
+    """
+    try:
+        with _strict_pillow(), Image.open(path) as picture:
+            if picture.format == "PNG":
+                picture.verify()
+            else:
+                picture.load()
+    except Exception:  # any failure to read it back means it is not a usable output
+        return False
+    return True
+
+
+class _TooManyPixels(Exception):
+    """Raised from the header check; read_image turns it into an ImageTooLargeError naming the file."""
+
+
+@contextmanager
+def _strict_pillow() -> Iterator[None]:
+    """Pillow switches as adaptir needs them, whatever another library in the process set.
+
+    LOAD_TRUNCATED_IMAGES would fill missing data with grey: it is forced off, so a cut-off file
+    is an error. MAX_IMAGE_PIXELS is lifted: read_image's own limit (--max-megapixels) replaces
+    Pillow's, which warns at 89 and refuses at 179 megapixels whatever the user asked for.
+    """
+    with _PILLOW_SWITCHES:
+        truncated, pixels = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, None
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = truncated, pixels
 
 
 def resize_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
@@ -207,14 +280,17 @@ class OutputPlan:
             planes.append(alpha[..., None])
         return _quantize(np.concatenate(planes, axis=2) if len(planes) > 1 else planes[0], self.depth)
 
-    def write(self, samples: np.ndarray) -> None:
+    def write(self, samples: np.ndarray, *, replace: bool = True) -> None:
+        """Encode and store `samples`; `replace=False` raises TargetExistsError rather than replace a file."""
         try:
             if self.use_opencv:
                 encode = _opencv_encoder(samples, self.spec, self.icc, self.exif)
             else:
                 encode = _pillow_encoder(samples, self.spec, self.icc, self.exif, self.quality)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path, encode)
+            atomic_write(self.path, encode, replace=replace)
+        except TargetExistsError:
+            raise
         except (OSError, ValueError, cv2.error) as exc:
             raise ImageWriteError(f"cannot write {self.path}: {exc}") from exc
 
@@ -268,8 +344,11 @@ def plan_output(
     )
 
 
-def _decode(data: bytes) -> LoadedImage:
-    with Image.open(io.BytesIO(data)) as picture:
+def _decode(data: bytes, max_pixels: int | None) -> LoadedImage:
+    with _strict_pillow(), Image.open(io.BytesIO(data)) as picture:
+        width, height = picture.size  # from the header: nothing is decoded yet
+        if max_pixels is not None and width * height > max_pixels:
+            raise _TooManyPixels(width, height)
         picture_format = picture.format or "unknown"
         bits = _stored_bits(data, picture)
         if bits == 16 and picture.mode not in _GRAY16_MODES | {"I"}:
@@ -428,22 +507,3 @@ def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> byt
     ihdr_end = 8 + 4 + 4 + 13 + 4  # signature, then IHDR's length, type, 13-byte body and CRC
     return png[:ihdr_end] + extra + png[ihdr_end:]
 
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Run `write` on a temporary file beside `path`, then move it into place in one step.
-
-    os.open with mode 0o666 (rather than tempfile, which creates 0o600 files) gives the
-    result the permissions the user's umask asks for. A failure anywhere removes the
-    temporary file, and an existing `path` is left untouched.
-    """
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

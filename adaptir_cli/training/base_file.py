@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
-from adaptir_cli.training.checkpoint import atomic_write
+from adaptir_cli.atomic_files import atomic_write
 
 # Metadata key of the training summary inside a written base file.
 TRAINING_METADATA_KEY = "adaptir.training"
@@ -27,5 +27,6 @@ def save_base(out: Path, module: nn.Module, summary: Mapping[str, Any]) -> Path:
     """
     state = {key: tensor.detach().cpu().clone().contiguous() for key, tensor in module.state_dict().items()}
     metadata = {TRAINING_METADATA_KEY: json.dumps(summary, sort_keys=True, default=str)}
-    atomic_write(out, lambda temporary: save_file(state, temporary, metadata=metadata))
+    # safetensors' save_file would reset the file's mode to 0600; bytes go through atomic_write.
+    atomic_write(out, lambda handle: handle.write(save(state, metadata=metadata)))
     return out

@@ -11,14 +11,13 @@ save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from adaptir_cli.atomic_files import atomic_write, atomic_write_text
 
 FORMAT = "adaptir-training-checkpoint"
 # Bump when a checkpoint of the previous version would be misread.
@@ -94,7 +93,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
         "optimizer": checkpoint.optimizer,
         "rng": checkpoint.rng,
     }
-    atomic_write(path, lambda temporary: torch.save(payload, temporary))
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     return path
 
 
@@ -144,22 +143,6 @@ def check_resumable(checkpoint: Checkpoint, identity: dict[str, Any], path: Path
 def write_json(path: Path, payload: Any) -> Path:
     path = Path(path)
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
-    atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+    atomic_write_text(path, text)
     return path
 
-
-def atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Run `write(temporary_name)` beside `path`, then rename: a crash never leaves half a file.
-
-    The temporary file is created with mode 0o666 (not tempfile's 0o600, which the renamed file
-    would keep), so the result gets the permissions the user's umask asks for.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(str(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

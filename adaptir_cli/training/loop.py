@@ -30,8 +30,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from adaptir_cli import __version__
+from adaptir_cli.atomic_files import remove_stale_temporaries
 from adaptir_cli.bases.descriptor import BaseDescriptor
-from adaptir_cli.runtime import Precision, autocast, resolve_precision
+from adaptir_cli.runtime import Precision, accelerator_info, apply_tf32_policy, autocast, resolve_precision
 from adaptir_cli.training.checkpoint import (
     Checkpoint,
     History,
@@ -164,7 +165,7 @@ class TrainResult:
         return {
             "adaptir": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "device": self.device, "precision": self.precision, "processes": self.world,
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            **accelerator_info(device),
         }
 
 
@@ -235,6 +236,7 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     identity = {**identity, **settings.identity(context.world)}
     history, start = History(), 0
+    remove_stale_temporaries(checkpoint.parent)  # what a kill -9 during a save left
     if not resume and checkpoint.exists():
         raise ResumeError(
             f"an interrupted run left a checkpoint at {checkpoint}\n"
@@ -252,6 +254,7 @@ def train(
     # adapters of a base whose bf16 function differs (EMT's attention logits) would teach them to
     # correct bf16 errors that the fp32 inference never makes. Validation measures what restore runs.
     precision = resolve_precision(settings.precision, device, trainee.descriptor.supports_bf16)
+    apply_tf32_policy(precision)
     val_precision = resolve_precision("auto", device, trainee.descriptor.supports_bf16)
     pixel_range = trainee.descriptor.pixel_range
     sampler = BatchSampler(trainee.tasks, settings.patch, settings.batch * context.world, settings.seed)

@@ -1,13 +1,13 @@
 """Where installed weights live: $ADAPTIR_HOME, or the platform's user cache folder.
 
-Every file enters the cache through `scratch_file` + `os.replace`, so an interrupted download or
-conversion never leaves a half-written file under a real name.
+Every file enters the cache through adaptir_cli.atomic_files, so an interrupted download or
+conversion never leaves a half-written file under a real name, nor (once the next download
+starts) an abandoned temporary file.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Literal
 
 import platformdirs
 
+from adaptir_cli import atomic_files
 from adaptir_cli.weights.manifest import WeightsEntry
 
 Status = Literal["bundled", "cached", "missing"]
@@ -47,18 +48,12 @@ def status(entry: WeightsEntry) -> Status:
 
 
 @contextmanager
-def scratch_file(stem: str, suffix: str) -> Iterator[Path]:
-    """An empty temporary file beside the cache entries, removed on exit unless moved into place.
+def download_file(stem: str, suffix: str) -> Iterator[Path]:
+    """An empty temporary file in the cache folder for a download, removed on exit.
 
-    It sits in the same folder as its final name so that `os.replace` is an atomic rename; the
-    leading dot keeps it out of listings, the `.part` marker tells a user what it is.
+    The `.part` marker tells a user what it is; `suffix` keeps the format recognisable. Files
+    that killed downloads left behind are removed first.
     """
-    directory = models_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f".{stem}.{secrets.token_hex(4)}.part{suffix}"
-    # Created here rather than by tempfile.mkstemp, whose 0600 mode the renamed file would keep.
-    path.open("xb").close()
-    try:
+    atomic_files.remove_stale_temporaries(models_dir())
+    with atomic_files.scratch_file(models_dir() / stem, f".part{suffix}") as path:
         yield path
-    finally:
-        path.unlink(missing_ok=True)

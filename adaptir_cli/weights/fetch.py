@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from adaptir_cli.bases.loading import WeightsError
-from adaptir_cli.weights.cache import local_file, scratch_file
+from adaptir_cli.weights.cache import download_file, local_file
 from adaptir_cli.weights.importing import convert
 from adaptir_cli.weights.manifest import BaseEntry, Manifest, WeightsEntry, default_manifest
 
@@ -62,7 +62,7 @@ def fetch(name: str, manifest: Manifest | None = None, *, console: Console | Non
         reason = "cannot be downloaded automatically" if entry.kind == "manual" else "is not downloaded: offline mode"
         raise WeightsError(f"{name} {reason}\nHint: {how_to_get(entry)}")
     suffix = Path(urlparse(entry.source).path).suffix or ".pth"
-    with scratch_file(name, suffix) as scratch:
+    with download_file(name, suffix) as scratch:
         digest = _download(entry, scratch, console or Console(stderr=True))
         return convert(entry, scratch, source_sha256=digest)
 

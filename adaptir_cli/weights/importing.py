@@ -6,15 +6,16 @@ faster, and carry metadata recording which original file they came from.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from adaptir_cli.atomic_files import atomic_write
 
 from adaptir_cli.bases import SOURCE_SHA256_KEY, build_base, detect_architecture
 from adaptir_cli.bases.architecture import StateDict
 from adaptir_cli.bases.loading import WeightsError, read_state_dict, sha256_file
-from adaptir_cli.weights.cache import cached_model, scratch_file
+from adaptir_cli.weights.cache import cached_model
 from adaptir_cli.weights.manifest import BaseEntry, Manifest, default_manifest
 
 
@@ -59,9 +60,8 @@ def convert(entry: BaseEntry, file: Path, *, source_sha256: str) -> Path:
         SOURCE_SHA256_KEY: source_sha256,
         "adaptir.architecture": architecture.name,
     }
-    with scratch_file(entry.name, ".safetensors") as scratch:
-        save_file(_unshared(canonical), str(scratch), metadata=metadata)
-        os.replace(scratch, target)
+    # Bytes through atomic_write: safetensors' save_file would reset the file's mode to 0600.
+    atomic_write(target, lambda handle: handle.write(save(_unshared(canonical), metadata=metadata)))
     return target
 
 

@@ -1,0 +1,114 @@
+"""Where outputs go and when they are written: never outside OUTPUT_DIR, never over another run's
+file without --overwrite, an incomplete one redone, an unwritable folder refused before any work."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from typer.testing import CliRunner
+
+from adaptir_cli.bases import load_base_file
+from adaptir_cli.batch import JobPlanError, plan_jobs, run_jobs
+from adaptir_cli.cli.app import app
+from adaptir_cli.restorer import Restorer, TileSettings
+
+runner = CliRunner()
+
+
+def _inputs(folder: Path, names: tuple[str, ...] = ("a.png", "b.png")) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(names):
+        Image.fromarray(np.full((20, 20, 3), 40 * index, np.uint8)).save(folder / name)
+    return folder
+
+
+def _restore(inputs: Path, out: Path, base: Path, *extra: str):
+    return runner.invoke(app, ["restore", str(inputs), str(out), "--task", "sr2", "--base", str(base), "-q", "--json", *extra])
+
+
+def _png(marker: bytes) -> bytes:
+    """A valid PNG that carries `marker` in a text chunk, so files can be told apart."""
+    info = PngInfo()
+    info.add_text("by", marker.decode())
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def test_outputs_written_meanwhile_by_another_run_are_neither_redone_nor_replaced(tmp_path: Path, tiny_emt_file: Path) -> None:
+    out = tmp_path / "out"
+    jobs = plan_jobs([_inputs(tmp_path / "in", ("a.png", "b.png", "c.png"))], out, ["sr2"])
+    restorer = Restorer(load_base_file(tiny_emt_file), device="cpu")
+    theirs = b"written by the other run"
+    started = []
+
+    def other_run(job) -> None:
+        # While this run works on a.png, another one finishes a.png (during the restore) and b.png.
+        started.append(job.output.name)
+        if job.output.name == "a.png":
+            (out / "b.png").parent.mkdir(parents=True, exist_ok=True)
+            (out / "b.png").write_bytes(_png(theirs))
+            (out / "a.png").write_bytes(_png(theirs))
+
+    results = {r.job.output.name: r for r in run_jobs(restorer, jobs, TileSettings(tile=0), on_image=other_run)}
+    assert started == ["a.png", "c.png"], "b.png appeared before its turn: not restored again"
+    assert results["a.png"].status == "skipped" and "meanwhile" in results["a.png"].error
+    assert results["b.png"].status == "skipped" and results["c.png"].status == "ok"
+    assert (out / "a.png").read_bytes() == (out / "b.png").read_bytes() == _png(theirs)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"], "no temporary file is left"
+
+
+def test_empty_and_truncated_outputs_are_redone_without_overwrite(tmp_path: Path, tiny_emt_file: Path) -> None:
+    inputs = _inputs(tmp_path / "in", ("empty.png", "cut.png", "whole.png"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "empty.png").write_bytes(b"")
+    (out / "cut.png").write_bytes(_png(b"x")[:-30])
+    (out / "whole.png").write_bytes(_png(b"kept"))
+    result = _restore(inputs, out, tiny_emt_file)
+    assert result.exit_code == 0, result.output
+    statuses = {Path(r["output"]).name: r["status"] for r in json.loads(result.stdout)["images"]}
+    assert statuses == {"empty.png": "ok", "cut.png": "ok", "whole.png": "skipped"}
+    assert Image.open(out / "cut.png").size == (40, 40) and (out / "whole.png").read_bytes() == _png(b"kept")
+
+
+def test_an_unwritable_output_folder_is_a_usage_error_before_any_image(tmp_path: Path, tiny_emt_file: Path) -> None:
+    inputs = _inputs(tmp_path / "in")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = _restore(inputs, blocker / "out", tiny_emt_file)
+    assert result.exit_code == 2, result.output
+    assert "cannot write to the output folder" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_a_usage_error(tmp_path: Path, tiny_emt_file: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        result = _restore(_inputs(tmp_path / "in"), out, tiny_emt_file)
+    finally:
+        out.chmod(0o755)
+    assert result.exit_code == 2 and "cannot write to the output folder" in result.stderr
+
+
+def test_a_symlinked_sub_folder_of_the_output_is_never_written_through(tmp_path: Path, tiny_emt_file: Path) -> None:
+    inputs = _inputs(tmp_path / "in" / "sub")
+    _inputs(tmp_path / "in", ("top.png",))
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(JobPlanError, match="symbolic link"):
+        plan_jobs([inputs.parent], out, ["sr2"], recursive=True)
+    result = _restore(inputs.parent, out, tiny_emt_file, "-r")
+    assert result.exit_code == 2 and "outside" in result.stderr
+    assert list(elsewhere.iterdir()) == []
