@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adaptir_cli.adapters import AdapterFileError
-from adaptir_cli.bases.loading import WeightsError
+from adaptir_cli.api import Restorers
 from adaptir_cli.bench.protocol import Protocol, ProtocolError, make_protocol
 from adaptir_cli.bench.render import bench_to_json, print_bench, print_speed, speed_to_json, write_csv, write_json
 from adaptir_cli.bench.runner import (
@@ -25,8 +25,7 @@ from adaptir_cli.bench.runner import (
     run_benchmark,
     run_speed,
 )
-from adaptir_cli.cli.common import fail, fail_with, split_hint, stderr, usage_error
-from adaptir_cli.cli.restore import load_restorer
+from adaptir_cli.cli.common import fail, fail_with, loading_weights, split_hint, stderr, usage_error
 from adaptir_cli.cli.run_options import (
     MAX_MEGAPIXELS_HELP,
     resolve_adapters,
@@ -39,7 +38,6 @@ from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
-from adaptir_cli.weights.resolve import base_for, default_adapter
 
 _PIPE_WIDTH = 140
 
@@ -156,12 +154,12 @@ def _model(
 ) -> tuple[Restorer, list[Path | None]]:
     """The base and adapters to score: what `adaptir restore` would use unless --base/--adapter say otherwise."""
     adapters = resolve_adapters(adapter)
-    try:
-        restorer = load_restorer(base_for(task, base), device, precision)
-        check_tiles(restorer, settings)
-        return restorer, adapters if adapter else [default_adapter(restorer.base, task)]
-    except WeightsError as error:
-        fail(*split_hint(error))
+    restorers = Restorers(base, device=device, precision=precision)
+    with loading_weights(str(base or f"the base for {task}")):
+        restorer = restorers.for_task(task)
+        adapters = adapters if adapter else [restorers.adapter(task)]
+    check_tiles(restorer, settings)
+    return restorer, adapters
 
 
 def _methods(

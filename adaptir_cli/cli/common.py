@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
@@ -45,6 +47,21 @@ def fail_with(error: BaseException, default_hint: str | None = None, code: int =
     """Report a library error: its own "Hint:" line if it has one, else `default_hint` (never two)."""
     message, hint = split_hint(error)
     fail(message, hint or default_hint, code)
+
+
+@contextmanager
+def loading_weights(what: str) -> Iterator[None]:
+    """A spinner while weights load; an unknown --base is a usage error, a bad file ends the command."""
+    from adaptir_cli.weights.manifest import UnknownNameError  # the manifest is not needed by --help
+
+    try:
+        with stderr.status(f"Loading {what} ...", spinner="dots"):
+            yield
+    except UnknownNameError as error:
+        message, hint = split_hint(error)
+        usage_error(f"--base: {message}", hint)
+    except (OSError, ValueError, KeyError) as error:
+        fail(*split_hint(error))
 
 
 def print_json(payload: object) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from adaptir_cli.api import Restorers, plan_restore
 from adaptir_cli.batch import Job, JobPlanError, JobResult, plan_jobs, run_jobs
-from adaptir_cli.cli.common import fail, fail_with, print_json, split_hint, stderr, usage_error
+from adaptir_cli.cli.common import fail, fail_with, loading_weights, print_json, stderr, usage_error
 from adaptir_cli.cli.run_options import (
     MAX_MEGAPIXELS_HELP,
     check_output_folder,
@@ -26,8 +24,6 @@ from adaptir_cli.cli.run_options import (
 from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
-from adaptir_cli.weights.manifest import UnknownNameError
-from adaptir_cli.weights.resolve import load_base
 
 EXAMPLES = """
 Examples:
@@ -91,7 +87,7 @@ def restore(
     check_output_folder(output_dir)
 
     restorers = Restorers(base, device=device, precision=precision)
-    with _loading("the bases"):  # each task's base (--base, else the task's default), each loaded once
+    with loading_weights("the bases"):  # each task's base (--base, else the task's default), each loaded once
         groups = plan_restore(jobs, restorers, use_defaults=not adapter)
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
     for restorer, group in groups:
@@ -123,25 +119,6 @@ def restore(
     if failed:
         stderr.print(f"[red]{len(failed)} of {len(results)} images failed.[/]")
         raise typer.Exit(1)
-
-
-@contextmanager
-def _loading(what: str) -> Iterator[None]:
-    """A spinner while weights load; an unknown --base is a usage error, a bad file ends the command."""
-    try:
-        with stderr.status(f"Loading {what} ...", spinner="dots"):
-            yield
-    except UnknownNameError as error:
-        message, hint = split_hint(error)
-        usage_error(f"--base: {message}", hint)
-    except (OSError, ValueError, KeyError) as error:
-        fail(*split_hint(error))
-
-
-def load_restorer(base: str | Path, device: str, precision: str) -> Restorer:
-    """The base named by --base (or a task's default) on its device; errors end the command."""
-    with _loading(str(base)):
-        return Restorer(load_base(base), device=device, precision=precision)
 
 
 def _run(
