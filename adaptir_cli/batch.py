@@ -153,8 +153,8 @@ def run_jobs(
 def _restore_to_file(
     restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile
 ) -> tuple[RestoreStats, tuple[int, int]]:
-    """Restore and write one image, quantising rows as they finish: an x4 result is held only
-    as the integer samples that get written, never whole in float."""
+    """Restore and write one image, quantising each tile's part as it finishes: an x4 result is
+    held only as the integer samples that get written, never whole in float."""
     alpha = image.alpha
     if alpha is not None and restorer.scale != 1:
         alpha = resize_alpha(alpha, restorer.scale)
@@ -162,9 +162,9 @@ def _restore_to_file(
     height, width = (side * restorer.scale for side in image.rgb.shape[:2])
     samples = np.empty((height, width, plan.channels), plan.dtype)
 
-    def store(first_row: int, rows: torch.Tensor) -> None:
-        last = first_row + rows.shape[-2]
-        samples[first_row:last] = plan.samples(to_numpy(rows), None if alpha is None else alpha[first_row:last])
+    def store(top: int, left: int, block: torch.Tensor) -> None:
+        rows, cols = slice(top, top + block.shape[-2]), slice(left, left + block.shape[-1])
+        samples[rows, cols] = plan.samples(to_numpy(block), None if alpha is None else alpha[rows, cols])
 
     _, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile, sink=store)
     plan.write(samples)
