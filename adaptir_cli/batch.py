@@ -139,22 +139,32 @@ def run_jobs(
             start = time.perf_counter()
             try:
                 image = loaded_future.result()
+                del loaded_future  # it holds the decoded image as well
                 if selected != (job.task, job.adapter):
                     restorer.use(job.task, job.adapter, force=force)
                     selected = (job.task, job.adapter)
-                stats, size = _restore_to_file(restorer, image, job.output, settings, on_tile)
+                input_size = image.rgb.shape[:2]
+                stats, size, write = _restore(restorer, image, job.output, settings, on_tile)
+                # The decoded input goes before the file is encoded: the encoder copies the output.
+                del image
+                write()
             except Exception as error:  # one bad image must not stop the batch
                 yield JobResult(job, "failed", _describe(error), RestoreStats(seconds=time.perf_counter() - start))
                 continue
             stats.seconds = time.perf_counter() - start
-            yield JobResult(job, "ok", "", stats, image.rgb.shape[:2], size)
+            yield JobResult(job, "ok", "", stats, input_size, size)
 
 
-def _restore_to_file(
+def _restore(
     restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile
-) -> tuple[RestoreStats, tuple[int, int]]:
-    """Restore and write one image, quantising each tile's part as it finishes: an x4 result is
-    held only as the integer samples that get written, never whole in float."""
+) -> tuple[RestoreStats, tuple[int, int], Callable[[], None]]:
+    """Restore one image into the integer samples of its output file; returns the stats, the
+    output size and the function that writes the file.
+
+    Each tile's part is quantised as soon as it is done, so an x4 result is held only as the
+    integer samples that get written, never whole in float. Writing is left to the caller so
+    that it can let go of the decoded input first.
+    """
     alpha = image.alpha
     if alpha is not None and restorer.scale != 1:
         alpha = resize_alpha(alpha, restorer.scale)
@@ -167,9 +177,8 @@ def _restore_to_file(
         samples[rows, cols] = plan.samples(to_numpy(block), None if alpha is None else alpha[rows, cols])
 
     _, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile, sink=store)
-    plan.write(samples)
     stats.notes.extend(plan.notes)
-    return stats, (height, width)
+    return stats, (height, width), lambda: plan.write(samples)
 
 
 def _describe(error: Exception) -> str:

@@ -78,6 +78,7 @@ def test_tiles_too_small_for_the_base_overlap_are_raised_with_a_note(tiny_emt_fi
     assert "below the 32 px" in notes[0]
     notes.clear()
     assert restorer.tile_settings(TileSettings(), notes) == (512, 32) and notes == []
+    assert restorer.tile_batch(TileSettings()) == 1 and restorer.tile_batch(TileSettings(batch=3)) == 3
 
 
 def test_restorer_refuses_tasks_the_base_cannot_do(tiny_emt_file: Path) -> None:
