@@ -63,12 +63,13 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int =
     """Tiles of about `tile` x `tile` px covering a `height` x `width` image, in row-major order.
 
     `tile` is first rounded down to a multiple of `multiple` (the model's window or padding
-    granularity), but not below `multiple`. Neighbours overlap by at least `overlap` px: the stride
-    is `tile - overlap` rounded down to a multiple of `multiple` (where it is at least that), so
-    every tile starts on the model's window grid. The last tile of each row/column also starts on that grid and reaches the
-    border, so it is up to `multiple - 1` px larger than the others. Along an axis shorter than
-    the tile there is one tile spanning it. Each tile keeps the output up to the middle of its
-    overlaps with its neighbours (`Tile.keep`); the kept parts partition the image.
+    granularity), but not below `multiple`. Neighbours overlap by at least `overlap` px: the
+    stride is `tile - overlap` rounded down to a multiple of `multiple` (where it is at least
+    that), so every tile starts on the model's window grid. The last tile of each row/column also
+    starts on that grid and reaches the border, so it is up to `multiple - 1` px larger than the
+    others. Along an axis shorter than the tile there is one tile spanning it. Each tile keeps the
+    output up to the middle of its overlaps with its neighbours (`Tile.keep`); the kept parts
+    partition the image.
     """
     if height < 1 or width < 1:
         raise ValueError(f"cannot tile an empty image ({height}x{width})")
