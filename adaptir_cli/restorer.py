@@ -19,7 +19,7 @@ from adaptir_cli.tasks import Task, get_task, head_for
 TileCallback = Callable[[int, int], None]
 
 # 512 px tiles keep the activations of a tile within a few hundred MB (docs/performance.md) while
-# recomputing little: with the bases' overlaps, 7 % (CompactIR) to 31 % (LMLT) of a large image.
+# recomputing little: with the bases' overlaps, 14 % (EMT, CompactIR) to 31 % (LMLT) of a large image.
 DEFAULT_TILE = 512
 # Tiles run together by default. A CPU is kept busy by one 512 px tile, and four of them hold
 # four times the activations (CompactIR x2: 2.4 GB against 0.8 GB), so a CPU runs one at a time.

@@ -7,13 +7,13 @@ so the accelerator stays busy.
 
 Stitching rather than blending: the overlap of two neighbours is cut in its middle and each side
 comes from the tile it lies deeper inside. A blend weighs in the pixels next to a tile's edge,
-those with the least context, and that is what cost EMT x4 0.05 dB at `--tile 64`; with the cut,
-every output pixel is at least `overlap // 2` px away from the edge of the tile it comes from, so
-a model whose receptive field is at most `overlap + 1` px wide tiles exactly (a stack of k 3x3
-convolutions: overlap >= 2k), and the restorer picks overlaps at which the two tiles agree to
-well below one grey level where they meet (docs/performance.md), leaving no seam to hide
-(USERS.md pain 3). Tile starts are multiples of the model's size multiple, so tiles cut the
-image into attention windows exactly as the whole-image pass does.
+those with the least context; with the cut, every output pixel is at least `overlap // 2` px
+away from the edge of the tile it comes from, so a model whose receptive field is at most
+`overlap + 1` px wide tiles exactly (a stack of k 3x3 convolutions: overlap >= 2k), and the
+restorer's default overlaps (each base's `tile_overlap`) keep tiled results within 0.01 dB of
+whole-image ones, with no seam to hide (USERS.md pain 3; docs/performance.md). Tile starts are
+multiples of the model's size multiple, so tiles cut the image into attention windows exactly as
+the whole-image pass does: misaligned windows change every pixel of a tile, not only its edges.
 """
 
 from __future__ import annotations
