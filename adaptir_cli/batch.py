@@ -194,10 +194,15 @@ def run_jobs(
             start = time.perf_counter()
             try:
                 image = loaded_future.result()
+                del loaded_future  # it holds the decoded image as well
                 if selected != (job.task, job.adapter):
                     restorer.use(job.task, job.adapter, force=force)
                     selected = (job.task, job.adapter)
-                stats, size = _restore_to_file(restorer, image, job.output, settings, on_tile, replace_existing)
+                input_size = image.rgb.shape[:2]
+                stats, size, write = _restore(restorer, image, job.output, settings, on_tile, replace_existing)
+                # The decoded input goes before the file is encoded: the encoder copies the output.
+                del image
+                write()
             except TargetExistsError:
                 yield JobResult(job, "skipped", "output written meanwhile by another run (use --overwrite)")
                 continue
@@ -205,14 +210,19 @@ def run_jobs(
                 yield JobResult(job, "failed", _describe(error), RestoreStats(seconds=time.perf_counter() - start))
                 continue
             stats.seconds = time.perf_counter() - start
-            yield JobResult(job, "ok", "", stats, image.rgb.shape[:2], size)
+            yield JobResult(job, "ok", "", stats, input_size, size)
 
 
-def _restore_to_file(
+def _restore(
     restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile, replace: bool
-) -> tuple[RestoreStats, tuple[int, int]]:
-    """Restore and write one image, quantising rows as they finish: an x4 result is held only
-    as the integer samples that get written, never whole in float."""
+) -> tuple[RestoreStats, tuple[int, int], Callable[[], None]]:
+    """Restore one image into the integer samples of its output file; returns the stats, the
+    output size and the function that writes the file (replacing an existing one only if `replace`).
+
+    Each tile's part is quantised as soon as it is done, so an x4 result is held only as the
+    integer samples that get written, never whole in float. Writing is left to the caller so
+    that it can let go of the decoded input first.
+    """
     alpha = image.alpha
     if alpha is not None and restorer.scale != 1:
         alpha = resize_alpha(alpha, restorer.scale)
@@ -220,14 +230,13 @@ def _restore_to_file(
     height, width = (side * restorer.scale for side in image.rgb.shape[:2])
     samples = np.empty((height, width, plan.channels), plan.dtype)
 
-    def store(first_row: int, rows: torch.Tensor) -> None:
-        last = first_row + rows.shape[-2]
-        samples[first_row:last] = plan.samples(to_numpy(rows), None if alpha is None else alpha[first_row:last])
+    def store(top: int, left: int, block: torch.Tensor) -> None:
+        rows, cols = slice(top, top + block.shape[-2]), slice(left, left + block.shape[-1])
+        samples[rows, cols] = plan.samples(to_numpy(block), None if alpha is None else alpha[rows, cols])
 
     _, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile, sink=store)
-    plan.write(samples, replace=replace)
     stats.notes.extend(plan.notes)
-    return stats, (height, width)
+    return stats, (height, width), lambda: plan.write(samples, replace=replace)
 
 
 def _describe(error: Exception) -> str:

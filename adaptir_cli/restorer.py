@@ -12,20 +12,18 @@ import torch
 
 from adaptir_cli.adapters import AdapterFile, apply_adapter, check_task, read_adapter
 from adaptir_cli.bases import LoadedBase
-from adaptir_cli.imaging.tiling import RowSink, run_tiled
+from adaptir_cli.imaging.tiling import RegionSink, run_tiled
 from adaptir_cli.runtime import apply_tf32_policy, autocast, is_out_of_memory, resolve_device, resolve_precision
 from adaptir_cli.tasks import Task, get_task, head_for
 
 TileCallback = Callable[[int, int], None]
 
-# Defaults measured in docs/performance.md: a 512 px tile with 16 px overlap recomputes about 7 %
-# of the pixels of a large image and keeps tiled results within 0.01 dB of whole-image ones,
-# while the activations of a tile batch stay far below the memory of a laptop or an 8 GB GPU.
+# 512 px tiles keep the activations of a tile within a few hundred MB (docs/performance.md) while
+# recomputing little: with the bases' overlaps, 14 % (EMT, CompactIR) to 31 % (LMLT) of a large image.
 DEFAULT_TILE = 512
-DEFAULT_OVERLAP = 16
-# Fixed-size bases (IPT: 48 px) use a stride of 40 instead of the official 12: about 9x fewer
-# patch forwards (docs/performance.md).
-DEFAULT_FIXED_OVERLAP = 8
+# Tiles run together by default. A CPU is kept busy by one 512 px tile, and four of them hold
+# four times the activations (CompactIR x2: 2.4 GB against 0.8 GB), so a CPU runs one at a time.
+DEFAULT_BATCH = {"cpu": 1, "cuda": 4}
 
 
 class RestoreError(RuntimeError):
@@ -34,11 +32,12 @@ class RestoreError(RuntimeError):
 
 @dataclass
 class TileSettings:
-    """`tile=None` / `overlap=None` take the base's defaults; `tile=0` runs whole images."""
+    """`tile=None` / `overlap=None` take the base's defaults, `batch=None` the device's;
+    `tile=0` runs whole images."""
 
     tile: int | None = None
     overlap: int | None = None
-    batch: int = 4
+    batch: int | None = None
 
 
 @dataclass
@@ -93,24 +92,54 @@ class Restorer:
         self.base.module.to(self.device)  # freshly built adapter modules start on the CPU
         self.task, self.head, self.adapter = chosen, head, adapter
 
-    def tile_settings(self, settings: TileSettings) -> tuple[int, int]:
-        """Concrete (tile, overlap) for this base: fixed-size bases always use their patch size."""
+    def tile_settings(self, settings: TileSettings, notes: list[str] | None = None) -> tuple[int, int]:
+        """Concrete (tile, overlap) for this base; what had to change goes to `notes`.
+
+        The default overlap is the base's (`descriptor.tile_overlap`). A tile too small to share
+        that much with its neighbours is raised to the smallest one that can, and a note says so:
+        a smaller tile would give results visibly different from the whole image, and a user who
+        wants small tiles anyway can pass a smaller --overlap. Fixed-size bases always use their
+        patch size.
+        """
         desc = self.base.descriptor
+        notes = [] if notes is None else notes
+        overlap = desc.tile_overlap if settings.overlap is None else settings.overlap
         if desc.fixed_size:
-            overlap = DEFAULT_FIXED_OVERLAP if settings.overlap is None else settings.overlap
             if not 0 <= overlap < desc.fixed_size:
                 raise RestoreError(f"--overlap must be between 0 and {desc.fixed_size - 1} for this base")
             return desc.fixed_size, overlap
         tile = DEFAULT_TILE if settings.tile is None else settings.tile
-        if tile:
-            tile = max(tile, desc.min_size)
-            tile = -(-tile // desc.size_multiple) * desc.size_multiple
-        overlap = settings.overlap
-        if overlap is None:  # the default shrinks with small tiles so that tiles still advance
-            overlap = min(DEFAULT_OVERLAP, tile // 4) if tile else 0
-        if tile and not 0 <= overlap < tile // 2:
+        if not tile:
+            return 0, 0
+        usual = self._round_tile(max(tile, desc.min_size))
+        if settings.overlap is None:
+            # Tiles must be more than twice the overlap so that they advance (the check below).
+            tile = self._round_tile(max(usual, 2 * overlap + 2))
+            if tile > usual:
+                notes.append(
+                    f"tile raised from {usual} to {tile} px: {desc.architecture} tiles must overlap by {overlap} px "
+                    "to match a whole-image run; pass a smaller --overlap to keep smaller tiles"
+                )
+        else:
+            tile = usual
+        if not 0 <= overlap < tile // 2:
             raise RestoreError(f"--overlap must be between 0 and {tile // 2 - 1} for tile {tile}")
+        if overlap < desc.tile_overlap:
+            notes.append(
+                f"--overlap {overlap} is below the {desc.tile_overlap} px {desc.architecture} needs: "
+                "tiled results may differ from the whole image and show seams"
+            )
         return tile, overlap
+
+    def tile_batch(self, settings: TileSettings) -> int:
+        """Tiles per forward: the setting, or this device's default."""
+        if settings.batch is None:
+            return DEFAULT_BATCH.get(self.device.type, DEFAULT_BATCH["cuda"])
+        return max(1, settings.batch)
+
+    def _round_tile(self, tile: int) -> int:
+        multiple = self.base.descriptor.size_multiple
+        return -(-tile // multiple) * multiple
 
     @torch.inference_mode()
     def restore(
@@ -118,20 +147,20 @@ class Restorer:
         image: torch.Tensor,
         settings: TileSettings | None = None,
         on_tile: TileCallback | None = None,
-        sink: RowSink | None = None,
+        sink: RegionSink | None = None,
     ) -> tuple[torch.Tensor | None, RestoreStats]:
         """Restore (1, 3, H, W) in [0, 1]; returns the clamped result on the CPU and what it took.
 
-        With `sink`, finished rows go to `sink(first_row, rows)` ((1, 3, n, sW), clamped, on the
-        CPU) as they are done and None is returned: the way to restore images whose upscaled
-        float result would not fit in memory.
+        With `sink`, each tile's part of the result goes to `sink(top, left, block)` ((1, 3, h, w),
+        clamped, on the CPU) as soon as it is done and None is returned: the way to restore
+        images whose upscaled float result would not fit in memory.
         """
         if self.task is None:
             raise RestoreError("call use(task) before restore()")
         settings = settings or TileSettings()
-        tile, overlap = self.tile_settings(settings)
-        batch = max(1, settings.batch)
         stats = RestoreStats()
+        tile, overlap = self.tile_settings(settings, stats.notes)
+        batch = self.tile_batch(settings)
         start = time.perf_counter()
         image = image.to(self.device, torch.float32)
         while True:
@@ -148,7 +177,7 @@ class Restorer:
                     fixed_size=self.base.descriptor.fixed_size,
                     min_size=self.base.descriptor.min_size,
                     on_tile=on_tile,
-                    sink=sink and (lambda row, rows: sink(row, rows.clamp(0, 1).cpu())),
+                    sink=sink and (lambda top, left, block: sink(top, left, block.clamp(0, 1).cpu())),
                 )
                 break
             except RuntimeError as error:
@@ -192,8 +221,9 @@ class Restorer:
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HWC float32 [0, 1] -> (1, 3, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    """HWC float32 [0, 1] -> (1, 3, H, W), a view: tiles are copied out of it anyway, and a second
+    float copy of a 12 MP input would cost 144 MB."""
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
 
 def to_numpy(image: torch.Tensor) -> np.ndarray:

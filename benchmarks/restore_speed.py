@@ -1,11 +1,11 @@
 """Speed and memory of `adaptir restore` (the issue's goals; results go to docs/performance.md).
 
     python benchmarks/restore_speed.py tiling  --base ../shared/weights/EMT_LSR_x4.pth
-    python benchmarks/restore_speed.py memory  --base ../shared/weights/EMT_LSR_x4.pth
     python benchmarks/restore_speed.py swap    --base ../shared/weights/EMT_LSR_x4.pth
     python benchmarks/restore_speed.py patches
 
-Each prints one JSON object. Timings are medians over repeats after a warm-up.
+Each prints one JSON object. Timings are medians over repeats after a warm-up. Peak memory has
+its own script, benchmarks/restore_memory.py.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -51,7 +48,7 @@ def tiling(args: argparse.Namespace) -> dict:
     results = {}
     for label, settings in {
         "whole image (--tile 0)": TileSettings(tile=0),
-        "default (--tile 512 --overlap 16)": TileSettings(),
+        "default (--tile 512, the base's overlap)": TileSettings(),
         "--tile 128 --overlap 16": TileSettings(tile=128, overlap=16),
         "--tile 192 --overlap 16": TileSettings(tile=192, overlap=16),
     }.items():
@@ -61,29 +58,6 @@ def tiling(args: argparse.Namespace) -> dict:
     for entry in results.values():
         entry["overhead_percent"] = round(100 * (entry["seconds"] / whole - 1), 1)
     return {"input": f"{args.size}x{args.size}", "results": results}
-
-
-def memory(args: argparse.Namespace) -> dict:
-    """Peak resident memory of a whole restore (read -> tiles -> write) in a fresh process."""
-    from PIL import Image
-    import numpy as np
-
-    folder = Path(args.workdir)
-    folder.mkdir(parents=True, exist_ok=True)
-    source = folder / f"input_{args.width}x{args.height}.png"
-    if not source.exists():
-        small = (np.random.default_rng(0).random((args.height // 16, args.width // 16, 3)) * 255).astype(np.uint8)
-        Image.fromarray(small).resize((args.width, args.height), Image.BICUBIC).save(source)
-    command = [
-        sys.executable, "-m", "adaptir_cli", "restore", str(source), str(folder / "out"), "--task", args.task,
-        "--base", str(args.base), "--overwrite", "--quiet", "--device", args.device,
-    ]
-    start = time.perf_counter()
-    subprocess.run(command, check=True)
-    seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"input": f"{args.width}x{args.height}", "task": args.task, "seconds": round(seconds, 1),
-            "peak_rss_mib": round(peak_kib / 1024)}
 
 
 def swap(args: argparse.Namespace) -> dict:
@@ -116,13 +90,11 @@ def patches(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("tiling", "memory", "swap", "patches"))
+    parser.add_argument("what", choices=("tiling", "swap", "patches"))
     parser.add_argument("--base", type=Path)
     parser.add_argument("--task", default="sr4")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--width", type=int, default=4000)
-    parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--overlap", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workdir", default="/tmp/adaptir-bench")

@@ -65,6 +65,22 @@ def test_restorer_tiled_and_whole_image_agree_in_shape(tiny_emt_file: Path) -> N
     assert 0 <= float(tiled.min()) and float(tiled.max()) <= 1
 
 
+def test_tiles_too_small_for_the_base_overlap_are_raised_with_a_note(tiny_emt_file: Path) -> None:
+    restorer = Restorer(load_base_file(tiny_emt_file), device="cpu")
+    desc = restorer.base.descriptor
+    notes: list[str] = []
+    tile, overlap = restorer.tile_settings(TileSettings(tile=40), notes)
+    assert overlap == desc.tile_overlap == 32 and tile == 96 and tile % desc.size_multiple == 0
+    assert notes == [notes[0]] and "tile raised from 64 to 96 px" in notes[0] and "--overlap" in notes[0]
+    # An explicit overlap keeps the tile and says what it costs.
+    notes.clear()
+    assert restorer.tile_settings(TileSettings(tile=64, overlap=8), notes) == (64, 8)
+    assert "below the 32 px" in notes[0]
+    notes.clear()
+    assert restorer.tile_settings(TileSettings(), notes) == (512, 32) and notes == []
+    assert restorer.tile_batch(TileSettings()) == 1 and restorer.tile_batch(TileSettings(batch=3)) == 3
+
+
 def test_restorer_refuses_tasks_the_base_cannot_do(tiny_emt_file: Path) -> None:
     restorer = Restorer(load_base_file(tiny_emt_file), device="cpu")
     with pytest.raises(Exception, match="no head for task"):

@@ -28,8 +28,13 @@ class BaseDescriptor:
     min_size: int = 1
     # If set, the network only accepts inputs of exactly this size (IPT: 48 x 48 patches).
     fixed_size: int | None = None
-    # Preferred tile multiple (no internal padding when tiles are multiples of it).
+    # Preferred tile multiple (no internal padding when tiles are multiples of it); tiles also
+    # start on multiples of it, so that they cut the image into windows as a whole-image pass does.
     size_multiple: int = 1
+    # Input pixels two neighbouring tiles share by default (`adaptir restore --overlap`): set from
+    # the architecture's receptive field or attention window and measured so that tiled results
+    # stay within 0.01 dB of whole-image ones (docs/performance.md, benchmarks/tiling_quality.py).
+    tile_overlap: int = 16
     # Whether bf16 autocast keeps the outputs within quantisation error of fp32.
     supports_bf16: bool = False
     # Regular expression matching the qualified names of the transformer MLP modules.

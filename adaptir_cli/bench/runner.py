@@ -177,7 +177,7 @@ def run_info(task: str, restorer: Restorer | None, settings: TileSettings) -> Ru
         {"name": base.name, "sha256": base.sha256, "architecture": base.descriptor.architecture, "source": base.source},
         str(restorer.device),
         restorer.precision,
-        {"tile": tile, "overlap": overlap, "batch": settings.batch},
+        {"tile": tile, "overlap": overlap, "batch": restorer.tile_batch(settings)},
         accelerator_info(restorer.device),
     )
 

@@ -94,7 +94,7 @@ def bench(
     repeats: int = typer.Option(5, min=1, help="Timed runs for --speed (after one warm-up run)."),
     tile: int = typer.Option(0, min=0, help="Tile size in input pixels; 0 (default) runs whole images, as papers do."),
     overlap: Optional[int] = typer.Option(None, help="Overlap between tiles in input pixels. Default: the base's."),
-    batch: int = typer.Option(4, min=1, help="Tiles run together on the device."),
+    batch: Optional[int] = typer.Option(None, min=1, help="Tiles run together on the device. Default: 1 on a CPU, 4 on CUDA."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16."),
     max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),

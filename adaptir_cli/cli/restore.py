@@ -56,7 +56,7 @@ def restore(
     ),
     tile: Optional[int] = typer.Option(None, help="Tile size in input pixels (0: whole image). Default: the base's."),
     overlap: Optional[int] = typer.Option(None, help="Overlap between tiles in input pixels. Default: the base's."),
-    batch: int = typer.Option(4, min=1, help="Tiles run together on the device."),
+    batch: Optional[int] = typer.Option(None, min=1, help="Tiles run together on the device. Default: 1 on a CPU, 4 on CUDA."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (the tree is mirrored)."),

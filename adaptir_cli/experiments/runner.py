@@ -51,7 +51,7 @@ from adaptir_cli.training.loop import LoopSettings
 from adaptir_cli.training.base_file import TRAINING_METADATA_KEY
 
 # The bench protocol's inference: whole images (tile 0), as papers and `adaptir bench` do.
-BENCH_TILES = TileSettings(tile=0, batch=4)
+BENCH_TILES = TileSettings(tile=0)
 # Summary fields an existing output must share with the run's settings to be reused.
 _REUSE_KEYS = ("steps", "global_batch", "patch", "lr", "schedule", "seed")
 

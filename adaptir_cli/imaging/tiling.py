@@ -1,19 +1,25 @@
-"""Tiled inference: cut an image into overlapping tiles, run a model on batches of them, blend.
+"""Tiled inference: cut an image into overlapping tiles, run a model on batches of them, stitch.
 
-Memory stays bounded by one batch of tiles plus the output accumulators, whatever the image
-size, and tiles are batched on the image's device so the accelerator stays busy.
+Memory stays bounded by one batch of tiles, whatever the image size: each tile's share of the
+output goes to a sink as soon as it is computed, so neither the (possibly x4-upscaled) float
+result nor any accumulator of the image's size is held. Tiles are batched on the image's device
+so the accelerator stays busy.
 
-Blending is a running weighted mean (acc += w / W * (y - acc), W the weight so far) rather than
-sum(w * y) / sum(w): where all tiles agree on a pixel the update adds exactly zero, so a tiled run
-of a pointwise or nearest-neighbour model equals the untiled run bit for bit. Weights are
-raised-cosine ramps over the overlap, so seams fade out instead of showing (USERS.md pain 3).
+Stitching rather than blending: the overlap of two neighbours is cut in its middle and each side
+comes from the tile it lies deeper inside. A blend weighs in the pixels next to a tile's edge,
+those with the least context; with the cut, every output pixel is at least `overlap // 2` px
+away from the edge of the tile it comes from, so a model whose receptive field is at most
+`overlap + 1` px wide tiles exactly (a stack of k 3x3 convolutions: overlap >= 2k), and the
+restorer's default overlaps (each base's `tile_overlap`) keep tiled results within 0.01 dB of
+whole-image ones, with no seam to hide (USERS.md pain 3; docs/performance.md). Tile starts are
+multiples of the model's size multiple, so tiles cut the image into attention windows exactly as
+the whole-image pass does: misaligned windows change every pixel of a tile, not only its edges.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +27,21 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Tile:
-    """A box of the input image, in pixels."""
+    """A box of the input image, in pixels, and the part of it whose output this tile supplies.
+
+    `keep` is (top, left, bottom, right) in image coordinates, inside the box; it defaults to the
+    whole box (a single tile).
+    """
 
     top: int
     left: int
     height: int
     width: int
+    keep: tuple[int, int, int, int] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.keep is None:
+            object.__setattr__(self, "keep", (self.top, self.left, self.bottom, self.right))
 
     @property
     def bottom(self) -> int:
@@ -45,13 +60,16 @@ class Tile:
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> list[Tile]:
-    """Tiles of `tile` x `tile` px covering a `height` x `width` image, in row-major order.
+    """Tiles of about `tile` x `tile` px covering a `height` x `width` image, in row-major order.
 
-    Neighbours overlap by at least `overlap` px: the stride is `tile - overlap`, and the last
-    tile of each row/column is moved back to end exactly at the border (never past it), which
-    can only make its overlap larger. Along an axis shorter than the tile there is one tile
-    spanning it. `tile` is first rounded down to a multiple of `multiple` (the model's
-    preferred size granularity), but not below `multiple`.
+    `tile` is first rounded down to a multiple of `multiple` (the model's window or padding
+    granularity), but not below `multiple`. Neighbours overlap by at least `overlap` px: the
+    stride is `tile - overlap` rounded down to a multiple of `multiple` (where it is at least
+    that), so every tile starts on the model's window grid. The last tile of each row/column also
+    starts on that grid and reaches the border, so it is up to `multiple - 1` px larger than the
+    others. Along an axis shorter than the tile there is one tile spanning it. Each tile keeps the
+    output up to the middle of its overlaps with its neighbours (`Tile.keep`); the kept parts
+    partition the image.
     """
     if height < 1 or width < 1:
         raise ValueError(f"cannot tile an empty image ({height}x{width})")
@@ -65,17 +83,27 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int =
             "lower the overlap or raise the tile size"
         )
     stride = tile - overlap
+    if stride >= multiple:  # else the grid is coarser than the stride: the overlap matters more
+        stride = stride // multiple * multiple
+    rows = _spans(height, tile, stride, multiple)
+    cols = _spans(width, tile, stride, multiple)
     return [
-        Tile(top, left, min(tile, height), min(tile, width))
-        for top in _starts(height, tile, stride)
-        for left in _starts(width, tile, stride)
+        Tile(top, left, row_size, col_size, keep=(row_keep[0], col_keep[0], row_keep[1], col_keep[1]))
+        for top, row_size, row_keep in rows
+        for left, col_size, col_keep in cols
     ]
 
 
-def _starts(length: int, tile: int, stride: int) -> list[int]:
+def _spans(length: int, tile: int, stride: int, multiple: int) -> list[tuple[int, int, tuple[int, int]]]:
+    """(start, size, (keep_start, keep_stop)) of the tiles along one axis."""
     if tile >= length:
-        return [0]
-    return [*range(0, length - tile, stride), length - tile]
+        return [(0, length, (0, length))]
+    last = (length - tile) // multiple * multiple
+    starts = [*range(0, last, stride), last]
+    stops = [start + tile for start in starts[:-1]] + [length]
+    # Cut each overlap in its middle: both sides then lie at least overlap // 2 px inside their tile.
+    cuts = [0] + [(start + stop) // 2 for start, stop in zip(starts[1:], stops[:-1])] + [length]
+    return [(start, stop - start, (cuts[i], cuts[i + 1])) for i, (start, stop) in enumerate(zip(starts, stops))]
 
 
 def pad_to_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -98,44 +126,9 @@ def crop_to_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return image[..., :height, :width]
 
 
-def blend_window(
-    height: int,
-    width: int,
-    ramp: int,
-    *,
-    top: bool,
-    bottom: bool,
-    left: bool,
-    right: bool,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Blending weight (height, width) for one output tile: 1 inside, feathered on chosen sides.
-
-    A side flagged True (it borders another tile) ramps down over `ramp` px with a raised
-    cosine sampled at pixel centres, so values stay strictly between 0 and 1 and two opposite
-    ramps over the same `ramp` px sum to exactly 1. Sides on the image border keep full
-    weight: no other tile covers those pixels. The weight is never zero anywhere.
-    """
-    rows = _feathered(height, ramp, top, bottom, device)
-    cols = _feathered(width, ramp, left, right, device)
-    return rows[:, None] * cols[None, :]
-
-
-def _feathered(length: int, ramp: int, start: bool, end: bool, device: torch.device | str | None) -> torch.Tensor:
-    weights = torch.ones(length, dtype=torch.float32, device=device)
-    ramp = min(ramp, length)
-    if ramp == 0:
-        return weights
-    centres = (torch.arange(ramp, dtype=torch.float64, device=device) + 0.5) / ramp
-    rise = (0.5 - 0.5 * torch.cos(math.pi * centres)).to(torch.float32)
-    if start:
-        weights[:ramp] = torch.minimum(weights[:ramp], rise)
-    if end:
-        weights[-ramp:] = torch.minimum(weights[-ramp:], rise.flip(0))
-    return weights
-
-
-RowSink = Callable[[int, torch.Tensor], None]
+# Receives each tile's share of the output: sink(top, left, block), block (1, C', h, w) float32 on the
+# image's device, at (top, left) of the output. The blocks partition the output exactly once.
+RegionSink = Callable[[int, int, torch.Tensor], None]
 
 
 def run_tiled(
@@ -150,21 +143,21 @@ def run_tiled(
     fixed_size: int | None = None,
     min_size: int = 1,
     on_tile: Callable[[int, int], None] | None = None,
-    sink: RowSink | None = None,
+    sink: RegionSink | None = None,
 ) -> torch.Tensor | None:
     """Run `fn` over `image` (1, C, H, W) tile by tile; returns float32 (1, C', H * scale, W * scale).
 
-    `fn` maps (n, C, h, w) to (n, C', h * scale, w * scale); it gets up to `batch` tiles at a
-    time, stacked on the image's device, and runs under torch.no_grad. `tile=0`, or a tile at
-    least as large as the image, means one whole-image pass. Images smaller than `min_size` are
-    padded up to it (and a smaller tile raised to it). A model that only takes `fixed_size`
-    inputs (IPT: 48) gets exactly that: `tile` is ignored, the stride is `fixed_size - overlap`
-    and smaller images are padded. `on_tile(done, total)` reports progress after each batch.
+    `fn` maps (n, C, h, w) to (n, C', h * scale, w * scale); it gets up to `batch` tiles of one
+    size at a time, stacked on the image's device, and runs under torch.no_grad. `tile=0`, or a
+    tile at least as large as the image, means one whole-image pass. Images smaller than
+    `min_size` are padded up to it (and a smaller tile raised to it). A model that only takes
+    `fixed_size` inputs (IPT: 48) gets exactly that: `tile` is ignored, the stride is
+    `fixed_size - overlap` and smaller images are padded. `on_tile(done, total)` reports progress
+    after each batch.
 
-    Outputs are blended in a band of rows that moves down the image: rows no later tile can
-    reach are final. With `sink`, each finished block of rows goes to `sink(first_row, rows)`
-    ((1, C', n, W * scale), float32, on the image's device) and nothing is returned, so memory
-    is bounded by the tile batch and one band, not by the (possibly x4-upscaled) image.
+    With `sink`, each tile's kept part of the output goes to `sink(top, left, block)` as soon as
+    the tile is done and nothing is returned, so memory is bounded by the tile batch, not by the
+    (possibly x4-upscaled) image.
     """
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"run_tiled takes one image shaped (1, C, H, W), got {tuple(image.shape)}")
@@ -182,79 +175,43 @@ def run_tiled(
     else:
         tiles = plan_tiles(padded_height, padded_width, tile, overlap, multiple)
 
-    out_height, out_width = height * scale, width * scale
     result: list[torch.Tensor] = []
     if sink is None:
-        def sink(first_row: int, rows: torch.Tensor) -> None:
+        def sink(top: int, left: int, block: torch.Tensor) -> None:
             if not result:
-                result.append(rows.new_empty(1, rows.shape[1], out_height, out_width))
-            result[0][..., first_row : first_row + rows.shape[-2], :] = rows
+                result.append(block.new_empty(1, block.shape[1], height * scale, width * scale))
+            result[0][..., top : top + block.shape[-2], left : left + block.shape[-1]] = block
 
-    def finish(band: _Band, up_to: int) -> None:
-        """Hand rows [band.top, up_to) of the output, cropped to the image, to the sink."""
-        rows = band.take(up_to)
-        keep = min(up_to, out_height) - (up_to - rows.shape[-2])
-        if keep > 0:
-            sink(up_to - rows.shape[-2], rows[..., :keep, :out_width])
-
-    band: _Band | None = None
-    windows: dict[tuple[bool, bool, bool, bool], torch.Tensor] = {}
-    for first in range(0, len(tiles), batch):
-        chunk = tiles[first : first + batch]
+    done = 0
+    for chunk in _batches(tiles, batch):
         inputs = torch.cat([padded[(..., *box.region())] for box in chunk])
         with torch.no_grad():
             outputs = fn(inputs)
         _check_output(outputs, chunk[0], len(chunk), scale)
-        if band is None:
-            band = _Band(outputs.shape[1], padded_width * scale, image.device)
-        band.reserve(max(box.bottom for box in chunk) * scale)
         for box, output in zip(chunk, outputs):
-            sides = (box.top > 0, box.bottom < padded_height, box.left > 0, box.right < padded_width)
-            if sides not in windows:
-                top, bottom, left, right = sides
-                windows[sides] = blend_window(
-                    box.height * scale, box.width * scale, overlap * scale,
-                    top=top, bottom=bottom, left=left, right=right, device=image.device,
-                )
-            band.blend(box, scale, output, windows[sides])
-        # Tiles come in row-major order: rows above the next tile's top are final.
-        finish(band, tiles[first + batch].top * scale if first + batch < len(tiles) else padded_height * scale)
+            # The kept part, less any padding beyond the image's bottom/right border.
+            top, left, bottom, right = box.keep
+            bottom, right = min(bottom, height), min(right, width)
+            if bottom > top and right > left:
+                rows = slice((top - box.top) * scale, (bottom - box.top) * scale)
+                cols = slice((left - box.left) * scale, (right - box.left) * scale)
+                sink(top * scale, left * scale, output[None, :, rows, cols].to(torch.float32))
+        done += len(chunk)
         if on_tile is not None:
-            on_tile(min(first + batch, len(tiles)), len(tiles))
+            on_tile(done, len(tiles))
     return result[0] if result else None
 
 
-class _Band:
-    """Weighted running means of the output rows that tiles may still contribute to."""
-
-    def __init__(self, channels: int, width: int, device: torch.device) -> None:
-        self.top = 0
-        self.values = torch.zeros(1, channels, 0, width, device=device)
-        self.weights = torch.zeros(1, 1, 0, width, device=device)
-
-    def reserve(self, bottom: int) -> None:
-        missing = bottom - self.top - self.values.shape[-2]
-        if missing > 0:
-            self.values = torch.cat([self.values, self.values.new_zeros(*self.values.shape[:2], missing, self.values.shape[-1])], -2)
-            self.weights = torch.cat([self.weights, self.weights.new_zeros(1, 1, missing, self.weights.shape[-1])], -2)
-
-    def blend(self, box: Tile, scale: int, output: torch.Tensor, window: torch.Tensor) -> None:
-        rows, cols = box.region(scale)
-        rows = slice(rows.start - self.top, rows.stop - self.top)
-        seen = self.weights[0, 0, rows, cols]
-        seen += window
-        # A running weighted mean rather than sum(w * y) / sum(w): where overlapping tiles agree,
-        # this adds exactly zero, so tiling a tiling-invariant model is bit-exact.
-        blended = self.values[0, :, rows, cols]
-        blended += (window / seen) * (output.to(torch.float32) - blended)
-
-    def take(self, up_to: int) -> torch.Tensor:
-        count = up_to - self.top
-        done = self.values[..., :count, :]
-        self.values = self.values[..., count:, :]
-        self.weights = self.weights[..., count:, :]
-        self.top = up_to
-        return done
+def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
+    """Runs of at most `size` consecutive tiles of one shape (the last row/column may differ)."""
+    chunk: list[Tile] = []
+    for box in tiles:
+        if chunk and (len(chunk) == size or (box.height, box.width) != (chunk[0].height, chunk[0].width)):
+            yield chunk
+            chunk = []
+        chunk.append(box)
+    if chunk:
+        yield chunk
 
 
 def _check_output(outputs: torch.Tensor, box: Tile, count: int, scale: int) -> None:

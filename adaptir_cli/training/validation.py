@@ -16,7 +16,7 @@ from adaptir_cli.bases.descriptor import BaseDescriptor
 from adaptir_cli.bench.protocol import default_channel_and_crop
 from adaptir_cli.imaging.tiling import run_tiled
 from adaptir_cli.metrics import psnr, ssim, to_uint8
-from adaptir_cli.restorer import DEFAULT_FIXED_OVERLAP, to_numpy, to_tensor
+from adaptir_cli.restorer import to_numpy, to_tensor
 from adaptir_cli.runtime import Precision, autocast
 from adaptir_cli.tasks import get_task
 from adaptir_cli.training.distributed import Distributed, all_reduce_sum
@@ -66,7 +66,7 @@ def evaluate(
 
             output = run_tiled(
                 run, image, scale=validation.scale, tile=0,
-                overlap=DEFAULT_FIXED_OVERLAP if descriptor.fixed_size else 0,
+                overlap=descriptor.tile_overlap if descriptor.fixed_size else 0,
                 multiple=descriptor.size_multiple, fixed_size=descriptor.fixed_size, min_size=descriptor.min_size,
             )
             restored = to_uint8(to_numpy(output.clamp(0, 1).cpu()))

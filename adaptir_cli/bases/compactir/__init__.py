@@ -69,6 +69,9 @@ def describe(config: CompactIRConfig) -> BaseDescriptor:
         pixel_range=1.0,
         min_size=1,
         size_multiple=config.size_multiple,
+        # Two attention windows at the x1 heads' half-resolution body (2 x 2 x 8 px): one window
+        # (16 px) moved x1 denoising by 0.025 dB at --tile 64 (docs/performance.md).
+        tile_overlap=2 * config.size_multiple,
         # Measured (CPU autocast, random default-size models): bf16 moves outputs by up to 3 levels
         # of 255, beyond quantisation error; a model this small gains little from bf16 anyway.
         supports_bf16=False,

@@ -14,13 +14,16 @@ from torch import nn
 
 from adaptir_cli.bases.architecture import StateDict
 from adaptir_cli.bases.descriptor import BaseDescriptor, Head
-from adaptir_cli.bases.emt.arch import EMT, MIN_SIZE, SIZE_MULTIPLE, EMTConfig
+from adaptir_cli.bases.emt.arch import EMT, MIN_SIZE, SIZE_MULTIPLE, WINDOWS, EMTConfig
 from adaptir_cli.bases.loading import WeightsError
 
 # Keys no other supported architecture has; together they identify an EMT checkpoint.
 _SIGNATURE = ("sub_mean.weight", "head.weight", "tail.0.weight", "body.0.mlp_list.0.fc1.mask")
 # The 36 (groups x layers) feed-forward modules that adapters are attached to.
 MLP_PATTERN = r"body\.\d+\.mlp_list\.\d+"
+# Stripes are 32 px long and the shifted layers roll them around the map without a mask, so a
+# tile's edge reaches about one stripe into it: tiles share the longest stripe side.
+TILE_OVERLAP = max(max(window) for window in WINDOWS)
 
 
 def infer_config(state: StateDict) -> EMTConfig:
@@ -48,6 +51,7 @@ def describe(config: EMTConfig) -> BaseDescriptor:
         pixel_range=255.0,
         min_size=MIN_SIZE,
         size_multiple=SIZE_MULTIPLE,
+        tile_overlap=TILE_OVERLAP,
         # q.q^T logits reach a few hundred; the softmax is only verified in float32 (EMT.md 9.11).
         supports_bf16=False,
         mlp_pattern=MLP_PATTERN,
