@@ -339,16 +339,28 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def run_suite(ctx: Context, only: list[str] | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = {"suite": "gpu_suite", "quick": ctx.quick, "environment": environment(ctx.device),
-                              "sections": {}}
+def run_suite(ctx: Context, only: list[str] | None, out: Path) -> dict[str, Any]:
+    """Run the chosen sections, rewriting `out` after each: a run stopped at its time limit still
+    leaves what it measured, the sections it did not reach marked "not run"."""
+    result: dict[str, Any] = {"suite": "gpu_suite", "quick": ctx.quick, "complete": False,
+                              "environment": environment(ctx.device), "sections": {}}
+    for name in SECTIONS:
+        chosen = not only or name in only
+        result["sections"][name] = {"status": "not run", "reason": "the suite stopped before this section"} if chosen \
+            else {"status": "skipped", "reason": "not chosen by --only"}
     for name, section in SECTIONS.items():
-        if only and name not in only:
-            result["sections"][name] = {"status": "skipped", "reason": "not chosen by --only"}
+        if result["sections"][name]["status"] == "skipped":
             continue
+        _write(out, result)
         print(f"gpu_suite: {name} ...", file=sys.stderr, flush=True)
         result["sections"][name] = _guarded(lambda: section(ctx))
+    result["complete"] = True
+    _write(out, result)
     return result
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -363,8 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(1)  # tiny tensors: thread hand-offs would cost more than the maths
     with tempfile.TemporaryDirectory() as folder:
         ctx = Context(resolve_device(args.device), QUICK if args.quick else FULL, args.quick, args.set5, Path(folder))
-        result = run_suite(ctx, args.only)
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+        result = run_suite(ctx, args.only, args.out)
     print(f"gpu_suite: wrote {args.out}", file=sys.stderr)
     return result
 

@@ -28,7 +28,7 @@ def test_quick_cpu_run_records_every_section_and_the_targets(suite: ModuleType, 
     out = tmp_path / "suite.json"
     suite.main(["--device", "cpu", "--quick", "--only", "patch_floor", "--out", str(out)])
     result = json.loads(out.read_text())
-    assert result["quick"] is True
+    assert result["quick"] is True and result["complete"] is True
     assert {"created", "torch", "cuda", "gpu", "tf32"} <= result["environment"].keys()
     assert list(result["sections"]) == list(suite.SECTIONS)
     floor = result["sections"]["patch_floor"]
@@ -56,3 +56,20 @@ def test_a_failing_section_is_recorded_and_the_next_one_still_runs(
     assert sections["ipt_restore"]["error"] == "RuntimeError: no such kernel"
     assert sections["pytest_cuda"]["status"] == "skipped", "it ran after the failure, and skipped on the CPU"
     assert "--device cuda" in sections["pytest_cuda"]["reason"]
+
+
+def test_a_run_stopped_midway_leaves_what_it_measured(
+    suite: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a time limit's kill leaves: the JSON is rewritten after every section."""
+    def stopped(ctx: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(suite.SECTIONS, "emt_x4", stopped)
+    out = tmp_path / "suite.json"
+    with pytest.raises(KeyboardInterrupt):
+        suite.main(["--device", "cpu", "--quick", "--only", "patch_floor", "--only", "emt_x4", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["complete"] is False
+    assert result["sections"]["patch_floor"]["status"] == "ok"
+    assert result["sections"]["emt_x4"]["status"] == "not run"
