@@ -82,7 +82,7 @@ class Sizes:
     patch_batch: int
     emt_inputs: tuple[tuple[int, int], ...]
     train_batch: int
-    agreement_side: int  # side of the random image, and of the Set5 crops in --quick (0: whole)
+    agreement_side: int  # side of the random image, and of the Set5 crops in --quick
     warmup: int
     repeats: int
     train_steps: int
