@@ -37,6 +37,11 @@ def check_run_options(
             usage_error(f"{option}: {error}")
 
 
+def check_quality(quality: int) -> None:
+    if not 1 <= quality <= 100:
+        usage_error(f"--quality must be between 1 and 100, not {quality}")
+
+
 def check_tiles(restorer: Restorer, settings: TileSettings) -> None:
     """--tile/--overlap against the loaded base's sizes, before the first image."""
     try:
