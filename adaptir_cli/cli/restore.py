@@ -15,9 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from adaptir_cli.api import Restorers, plan_restore
 from adaptir_cli.batch import STDIO, Job, JobPlanError, JobResult, names_one_image, plan_jobs, run_jobs
+from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli.common import fail, fail_with, print_json, split_hint, stderr, usage_error
+from adaptir_cli.cli import run_options
 from adaptir_cli.cli.run_options import (
-    MAX_MEGAPIXELS_HELP,
+    TILE_HELP,
     check_output_folder,
     check_quality,
     check_run_options,
@@ -25,7 +27,7 @@ from adaptir_cli.cli.run_options import (
     resolve_adapters,
     size_limit,
 )
-from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS, DEFAULT_QUALITY
+from adaptir_cli.imaging.io import DEFAULT_QUALITY
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
 from adaptir_cli.weights.manifest import UnknownNameError
@@ -57,31 +59,35 @@ def restore(
         "(result.png). '-' reads standard input / writes standard output.",
     ),
     task: list[str] = typer.Option(
-        ..., "--task", "-t", help=f"Task ({', '.join(TASKS)}); repeat once per input to mix tasks."
+        ..., "--task", "-t", help=f"Task ({', '.join(TASKS)}); repeat once per input to mix tasks.", metavar="TASK",
+        autocompletion=complete.tasks,
     ),
     base: Optional[str] = typer.Option(
         None, "--base", "-b",
         help="Base model: a name from `adaptir models list` or a weights file. Default: the task's (`adaptir models list`).",
+        metavar="NAME|FILE", autocompletion=complete.bases,
     ),
     adapter: list[str] = typer.Option(
         [], "--adapter", "-a",
         help="Adapter: a name from `adaptir models list` or a .safetensors file; repeat once per input ('' for none). "
-        "Default: the adapter shipped for the task's base, if any.",
+        "Default: the adapter shipped for the task's base, if any.", metavar="NAME|FILE",
+        autocompletion=complete.adapters,
     ),
-    tile: Optional[int] = typer.Option(None, help="Tile size in input pixels (0: whole image). Default: the base's."),
-    overlap: Optional[int] = typer.Option(None, help="Overlap between tiles in input pixels. Default: the base's."),
-    batch: int = typer.Option(4, min=1, help="Tiles run together on the device."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16."),
+    tile: Optional[int] = typer.Option(None, help=TILE_HELP, metavar="N"),
+    overlap: Optional[int] = run_options.OVERLAP,
+    batch: int = run_options.BATCH,
+    device: str = run_options.DEVICE,
+    precision: str = run_options.PRECISION,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (the tree is mirrored)."),
-    suffix: str = typer.Option("", help="Appended to each output file name, before the extension."),
+    suffix: str = typer.Option("", help="Appended to each output file name, before the extension.", metavar="TEXT"),
     ext: Optional[str] = typer.Option(
-        None, help="Output format by extension (png, tif, jpg, webp); default: the input's (PNG on standard output)."
+        None, help="Output format by extension (png, tif, jpg, webp); default: the input's (PNG on standard output).",
+        metavar="EXT",
     ),
-    quality: int = typer.Option(DEFAULT_QUALITY, help="JPEG and WebP quality, 1..100."),
+    quality: int = typer.Option(DEFAULT_QUALITY, help="JPEG and WebP quality, 1..100.", metavar="N"),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip complete ones)."),
     force: bool = typer.Option(False, help="Load adapters trained on another base, or for another task, anyway."),
-    max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
+    max_megapixels: float = run_options.MAX_MEGAPIXELS,
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:

@@ -5,17 +5,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from adaptir_cli.atomic_files import scratch_file
 from adaptir_cli.bases.loading import WeightsError
+from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli.common import fail, split_hint, usage_error
-from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
+from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
+from adaptir_cli.restorer import (
+    DEFAULT_FIXED_OVERLAP,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    Restorer,
+    RestoreError,
+    TileSettings,
+)
 from adaptir_cli.runtime import RuntimeChoiceError, check_precision, resolve_device
 from adaptir_cli.weights.resolve import adapter_file
 
+# The defaults Restorer.tile_settings applies when --tile/--overlap are not given.
+TILE_HELP = (
+    f"Tile size in input pixels (0: whole image). Default: {DEFAULT_TILE} (the base's; fixed-size bases use "
+    "their patch)."
+)
+OVERLAP_HELP = (
+    f"Overlap between tiles in input pixels. Default: {DEFAULT_OVERLAP} (the base's; at most a quarter of the "
+    f"tile; fixed-size bases: {DEFAULT_FIXED_OVERLAP})."
+)
 MAX_MEGAPIXELS_HELP = (
     "Refuse inputs whose header declares more megapixels than this, before decoding them "
     "(damaged or hostile files declare sizes their data cannot fill); 0: no limit."
 )
+
+
+# The options restore and bench share, declared once.
+OVERLAP = typer.Option(None, help=OVERLAP_HELP, metavar="N")
+BATCH = typer.Option(4, min=1, help="Tiles run together on the device.", metavar="N")
+DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N.", metavar="DEVICE", autocompletion=complete.devices)
+PRECISION = typer.Option(
+    "auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16.", metavar="PRECISION",
+    autocompletion=complete.precisions,
+)
+MAX_MEGAPIXELS = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP, metavar="MP")
 
 
 def check_run_options(
