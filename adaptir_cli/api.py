@@ -24,6 +24,7 @@ import numpy as np
 
 from adaptir_cli.batch import Job, JobResult, plan_jobs, run_jobs
 from adaptir_cli.bases.model import LoadedBase
+from adaptir_cli.imaging.io import DEFAULT_QUALITY
 from adaptir_cli.restorer import Restorer, TileSettings, to_numpy, to_tensor
 from adaptir_cli.weights.resolve import adapter_file, base_for, default_adapter, load_base
 
@@ -118,8 +119,12 @@ def restore_files(
     overwrite: bool = False,
     settings: TileSettings | None = None,
     device: str = "auto",
+    quality: int = DEFAULT_QUALITY,
 ) -> list[JobResult]:
-    """Restore files and folders into `output_dir` as `adaptir restore` does; one result per image."""
+    """Restore files and folders into `output_dir` as `adaptir restore` does; one result per image.
+
+    As there, `output_dir` may name the image file written for one input file.
+    """
     adapters = [adapter_file(adapter)] if adapter is not None else None
     jobs = plan_jobs([Path(p) for p in inputs], Path(output_dir), [task], adapters, recursive=recursive,
                      suffix=suffix, ext=ext)
@@ -127,7 +132,7 @@ def restore_files(
     return [
         result
         for restorer, group in plan_restore(jobs, restorers, use_defaults=adapter is None)
-        for result in run_jobs(restorer, group, settings, overwrite=overwrite)
+        for result in run_jobs(restorer, group, settings, overwrite=overwrite, quality=quality)
     ]
 
 

@@ -9,6 +9,7 @@ same folder share the work instead of redoing and clobbering each other's.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ import torch
 from adaptir_cli.atomic_files import TargetExistsError, remove_stale_temporaries
 from adaptir_cli.imaging.io import (
     DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_QUALITY,
     IMAGE_EXTENSIONS,
     LoadedImage,
+    decode_image,
     has_image_name,
     is_complete_image,
     is_image_file,
@@ -33,16 +36,31 @@ from adaptir_cli.imaging.io import (
 from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_numpy, to_tensor
 
 
+# As an input: the image is read from standard input; as the output: written to standard output.
+STDIO = Path("-")
+# The format written to standard output unless --ext names another.
+STDOUT_EXTENSION = ".png"
+
+
 class JobPlanError(ValueError):
     """The command line does not describe a runnable set of jobs (a usage error)."""
 
 
 @dataclass(frozen=True)
 class Job:
-    source: Path
-    output: Path
+    source: Path  # STDIO: standard input
+    output: Path  # STDIO: standard output
     task: str
     adapter: Path | None = None
+    extension: str | None = None  # the output format where `output` does not name it (STDIO)
+
+
+def names_one_image(output: Path) -> bool:
+    """Whether OUTPUT is one image (result.png, or - for standard output) rather than a folder.
+
+    An existing folder keeps being a folder whatever its name: `out.png/` was one before.
+    """
+    return output == STDIO or (output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir())
 
 
 @dataclass
@@ -114,7 +132,7 @@ def _per_input(values: list, count: int, what: str) -> list:
 
 def plan_jobs(
     inputs: list[Path],
-    output_dir: Path,
+    output: Path,
     tasks: list[str],
     adapters: list[Path] | None = None,
     *,
@@ -122,25 +140,36 @@ def plan_jobs(
     suffix: str = "",
     ext: str | None = None,
 ) -> list[Job]:
-    """One job per image; `tasks`/`adapters` hold one value for all inputs or one per input."""
+    """One job per image; `tasks`/`adapters` hold one value for all inputs or one per input.
+
+    `output` is a folder, or one image file (see `names_one_image`) for a single input file;
+    STDIO as an input or output means standard input or output.
+    """
     if not tasks:
         raise JobPlanError("--task is required")
     for option, value in (("--suffix", suffix), ("--ext", ext or "")):
         if any(separator in value for separator in ("/", os.sep, os.altsep) if separator):
             raise JobPlanError(f"{option} {value!r} must not contain a path separator: it names files, not folders")
-    if ext and f".{ext.lstrip('.').lower()}" not in IMAGE_EXTENSIONS:
+    extension = "." + ext.lstrip(".").lower() if ext else None
+    if extension and extension not in IMAGE_EXTENSIONS:
         raise JobPlanError(f"--ext {ext!r} is not a format adaptir writes; use one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    if names_one_image(output):
+        _check_one_image(inputs, output, suffix, extension)
+    elif STDIO in inputs:
+        raise JobPlanError(
+            f"{output} is a folder, but standard input (-) has no file name to give the output"
+            "\nHint: name the output file (result.png), or - for standard output."
+        )
     task_per_input = _per_input(tasks, len(inputs), "--task")
     adapter_per_input = _per_input(list(adapters or []), len(inputs), "--adapter")
     jobs: list[Job] = []
     for path, task, adapter in zip(inputs, task_per_input, adapter_per_input):
+        if names_one_image(output):
+            jobs.append(Job(path, output, task, adapter, (extension or STDOUT_EXTENSION) if output == STDIO else None))
+            continue
         for source, relative in _expand(path, recursive):
-            extension = "." + ext.lstrip(".").lower() if ext else source.suffix.lower()
-            output = output_dir / relative.with_name(f"{relative.stem}{suffix}{extension}")
-            _check_inside(output, output_dir)
-            if output.resolve() == source.resolve():
-                raise JobPlanError(f"{source} would be overwritten by its own output; use --suffix or another folder")
-            jobs.append(Job(source, output, task, adapter))
+            name = f"{relative.stem}{suffix}{extension or source.suffix.lower()}"
+            jobs.append(Job(source, _output_in(output, relative.with_name(name), source), task, adapter))
     outputs = [job.output for job in jobs]
     if len(set(outputs)) != len(outputs):
         clash = next(o for o in outputs if outputs.count(o) > 1)
@@ -148,9 +177,44 @@ def plan_jobs(
     return jobs
 
 
+def _check_one_image(inputs: list[Path], output: Path, suffix: str, extension: str | None) -> None:
+    """An output naming one image takes one input file (or standard input) and names it fully."""
+    folder_hint = "\nHint: give an output folder (out/) for several images."
+    if len(inputs) != 1 or inputs[0].is_dir():
+        what = f"{len(inputs)} inputs are given" if len(inputs) != 1 else f"{inputs[0]} is a folder"
+        raise JobPlanError(f"{output} names one image file, but {what}{folder_hint}")
+    source = inputs[0]
+    if source != STDIO and not source.exists():
+        raise JobPlanError(f"input not found: {source}")
+    # --ext picks the format of standard output; a file's name says everything itself.
+    for option, value in (("--suffix", suffix), ("--ext", extension if output != STDIO else None)):
+        if value:
+            raise JobPlanError(f"{option} names files in an output folder; {output} names the output in full")
+    if STDIO not in (source, output) and output.resolve() == source.resolve():
+        raise JobPlanError(f"{source} would be overwritten by its own output; name another output file")
+
+
+def _output_in(folder: Path, relative: Path, source: Path) -> Path:
+    """Where `source` goes in the output folder; never outside it, never over the source itself."""
+    output = folder / relative
+    _check_inside(output, folder)
+    if output.resolve() == source.resolve():
+        raise JobPlanError(f"{source} would be overwritten by its own output; use --suffix or another folder")
+    return output
+
+
 def _done(job: Job) -> bool:
-    """An output that is there and whole; an empty or cut-off one (a crash of another tool) is redone."""
-    return job.output.exists() and is_complete_image(job.output)
+    """An output that is there and whole; an empty or cut-off one (a crash of another tool) is redone.
+
+    Standard output is never done: it is written on every run.
+    """
+    return job.output != STDIO and job.output.exists() and is_complete_image(job.output)
+
+
+def _read(job: Job, max_megapixels: float | None) -> LoadedImage:
+    if job.source == STDIO:
+        return decode_image(sys.stdin.buffer.read(), "standard input", max_megapixels=max_megapixels)
+    return read_image(job.source, max_megapixels=max_megapixels)
 
 
 def run_jobs(
@@ -161,6 +225,7 @@ def run_jobs(
     overwrite: bool = False,
     force: bool = False,
     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    quality: int = DEFAULT_QUALITY,
     on_image: Callable[[Job], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> Iterator[JobResult]:
@@ -168,27 +233,25 @@ def run_jobs(
 
     The next image is decoded on a worker thread while the current one runs on the device.
     Without `overwrite`, an output that exists (or appears while its image runs) is left alone.
+    `quality` applies to JPEG and WebP outputs.
     """
-    for folder in dict.fromkeys(job.output.parent for job in jobs):
+    for folder in dict.fromkeys(job.output.parent for job in jobs if job.output != STDIO):
         remove_stale_temporaries(folder)
     todo = [job for job in jobs if overwrite or not _done(job)]
     for job in jobs:
         if job not in todo:
             yield JobResult(job, "skipped", SKIP_MESSAGE)
 
-    def read(job: Job) -> LoadedImage:
-        return read_image(job.source, max_megapixels=max_megapixels)
-
     selected: tuple[str, Path | None] | None = None
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending: Future | None = reader.submit(read, todo[0]) if todo else None
+        pending: Future | None = reader.submit(_read, todo[0], max_megapixels) if todo else None
         for index, job in enumerate(todo):
-            loaded_future, pending = pending, (reader.submit(read, todo[index + 1]) if index + 1 < len(todo) else None)
+            loaded_future, pending = pending, (reader.submit(_read, todo[index + 1], max_megapixels) if index + 1 < len(todo) else None)
             if not overwrite and _done(job):  # another run on the same folder wrote it meanwhile
                 yield JobResult(job, "skipped", SKIP_MESSAGE)
                 continue
             # An incomplete output is replaced; a new one never clobbers a file that appears meanwhile.
-            replace_existing = overwrite or job.output.exists()
+            replace_existing = overwrite or (job.output != STDIO and job.output.exists())
             if on_image:
                 on_image(job)
             start = time.perf_counter()
@@ -199,7 +262,7 @@ def run_jobs(
                     restorer.use(job.task, job.adapter, force=force)
                     selected = (job.task, job.adapter)
                 input_size = image.rgb.shape[:2]
-                stats, size, write = _restore(restorer, image, job.output, settings, on_tile, replace_existing)
+                stats, size, write = _restore(restorer, image, job, settings, on_tile, replace_existing, quality)
                 # The decoded input goes before the file is encoded: the encoder copies the output.
                 del image
                 write()
@@ -214,10 +277,12 @@ def run_jobs(
 
 
 def _restore(
-    restorer: Restorer, image: LoadedImage, output: Path, settings: TileSettings | None, on_tile, replace: bool
+    restorer: Restorer, image: LoadedImage, job: Job, settings: TileSettings | None, on_tile, replace: bool,
+    quality: int,
 ) -> tuple[RestoreStats, tuple[int, int], Callable[[], None]]:
-    """Restore one image into the integer samples of its output file; returns the stats, the
-    output size and the function that writes the file (replacing an existing one only if `replace`).
+    """Restore one image into the integer samples of its output; returns the stats, the output
+    size and the function that writes the file (replacing an existing one only if `replace`) or
+    standard output.
 
     Each tile's part is quantised as soon as it is done, so an x4 result is held only as the
     integer samples that get written, never whole in float. Writing is left to the caller so
@@ -226,7 +291,7 @@ def _restore(
     alpha = image.alpha
     if alpha is not None and restorer.scale != 1:
         alpha = resize_alpha(alpha, restorer.scale)
-    plan = plan_output(output, image, has_alpha=alpha is not None)
+    plan = plan_output(job.output, image, has_alpha=alpha is not None, quality=quality, extension=job.extension)
     height, width = (side * restorer.scale for side in image.rgb.shape[:2])
     samples = np.empty((height, width, plan.channels), plan.dtype)
 
@@ -236,7 +301,15 @@ def _restore(
 
     _, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile, sink=store)
     stats.notes.extend(plan.notes)
-    return stats, (height, width), lambda: plan.write(samples, replace=replace)
+
+    def write() -> None:
+        if job.output == STDIO:
+            sys.stdout.buffer.write(plan.encode(samples))
+            sys.stdout.buffer.flush()
+        else:
+            plan.write(samples, replace=replace)
+
+    return stats, (height, width), write
 
 
 def _describe(error: Exception) -> str:

@@ -34,11 +34,15 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+# fp16 is never offered (see check_precision).
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def check_precision(spec: str) -> str:
     """`spec` normalised, or RuntimeChoiceError: fp16 is never offered (black/NaN outputs and CPU
     crashes are the classic fp16 failures of restoration tools)."""
     spec = spec.strip().lower()
-    if spec not in ("auto", "fp32", "bf16"):
+    if spec not in PRECISIONS:
         raise RuntimeChoiceError(f"unknown precision {spec!r}; use auto, fp32 or bf16")
     return spec
 

@@ -112,3 +112,62 @@ def test_a_symlinked_sub_folder_of_the_output_is_never_written_through(tmp_path:
     result = _restore(inputs.parent, out, tiny_emt_file, "-r")
     assert result.exit_code == 2 and "outside" in result.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def _denoise(*args: str, stdin: bytes | None = None):
+    """The cheap x1 base: the output forms, not the model, are under test."""
+    return runner.invoke(app, ["restore", *args, "--task", "denoise", "--base", "compactir-default", "-q"], input=stdin)
+
+
+def test_an_image_name_as_the_output_of_one_input_writes_that_file(tmp_path: Path) -> None:
+    _inputs(tmp_path, ("a.png",))
+    result = _denoise(str(tmp_path / "a.png"), str(tmp_path / "sub" / "result.png"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sub" / "result.png").is_file() and Image.open(tmp_path / "sub" / "result.png").size == (20, 20)
+    folder = tmp_path / "existing.png"
+    folder.mkdir()
+    assert _denoise(str(tmp_path / "a.png"), str(folder)).exit_code == 0
+    assert (folder / "a.png").is_file(), "an existing folder named x.png stays a folder"
+
+
+@pytest.mark.parametrize("several", [True, False])
+def test_an_image_name_as_the_output_of_several_images_is_a_usage_error(tmp_path: Path, several: bool) -> None:
+    inputs = _inputs(tmp_path / "in")
+    args = [str(inputs / "a.png"), str(inputs / "b.png")] if several else [str(inputs)]
+    result = _denoise(*args, str(tmp_path / "result.png"))
+    assert result.exit_code == 2, result.output
+    assert "names one image file" in result.stderr and "Hint: give an output folder" in result.stderr
+    assert not (tmp_path / "result.png").exists()
+
+
+def test_dash_reads_standard_input_and_writes_standard_output(tmp_path: Path) -> None:
+    data = (_inputs(tmp_path, ("a.png",)) / "a.png").read_bytes()
+    result = _denoise("-", "-", stdin=data)
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(io.BytesIO(result.stdout_bytes)).format == "PNG"
+    as_file = _denoise("-", str(tmp_path / "out.webp"), stdin=data)
+    assert as_file.exit_code == 0 and Image.open(tmp_path / "out.webp").size == (20, 20)
+    jpeg = _denoise(str(tmp_path / "a.png"), "-", "--ext", "jpg")
+    assert Image.open(io.BytesIO(jpeg.stdout_bytes)).format == "JPEG"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-", "-", "--json"], "--json prints on standard output"),
+    (["-", "out"], "standard input (-) has no file name"),
+])
+def test_dash_misuse_is_a_usage_error(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _denoise(*args, stdin=b"")
+    assert result.exit_code == 2 and message in result.stderr and result.stdout == ""
+
+
+def test_quality_reaches_the_jpeg_writer_and_is_checked(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), np.uint8)).save(photo)
+    sizes = {}
+    for quality in ("10", "100"):
+        result = _denoise(str(photo), str(tmp_path / f"q{quality}.jpg"), "--quality", quality)
+        assert result.exit_code == 0, result.output
+        sizes[quality] = (tmp_path / f"q{quality}.jpg").stat().st_size
+    assert sizes["10"] < sizes["100"] / 2
+    refused = _denoise(str(photo), str(tmp_path / "q.jpg"), "--quality", "0")
+    assert refused.exit_code == 2 and "--quality must be between 1 and 100" in refused.stderr

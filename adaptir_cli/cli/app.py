@@ -9,8 +9,9 @@ import typer
 from adaptir_cli import __version__
 from adaptir_cli.cli import bench, compare, experiment, finetune, models, pretrain, restore
 from adaptir_cli.cli.common import show_tracebacks, stderr
+from adaptir_cli.cli.help_format import Typer
 
-app = typer.Typer(
+app = Typer(
     name="adaptir",
     help="Restore images with a frozen transformer base and hot-swappable AdaptIR adapters.",
     no_args_is_help=True,

@@ -25,9 +25,10 @@ from adaptir_cli.bench.runner import (
     run_benchmark,
     run_speed,
 )
+from adaptir_cli.cli import completion as complete
+from adaptir_cli.cli import run_options
 from adaptir_cli.cli.common import fail, fail_with, loading_weights, split_hint, stderr, usage_error
 from adaptir_cli.cli.run_options import (
-    MAX_MEGAPIXELS_HELP,
     resolve_adapters,
     check_run_options,
     check_tiles,
@@ -35,7 +36,6 @@ from adaptir_cli.cli.run_options import (
 )
 from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayout, find_dataset
 from adaptir_cli.data.degradations import Degradation
-from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
 
@@ -59,45 +59,56 @@ Examples:
 
 
 def bench(
-    task: str = typer.Option(..., "--task", "-t", help=f"Task ({', '.join(TASKS)})."),
+    task: str = typer.Option(
+        ..., "--task", "-t", help=f"Task ({', '.join(TASKS)}).", metavar="TASK", autocompletion=complete.tasks,
+    ),
     dataset: list[str] = typer.Option(
-        [], "--dataset", "-d", help=f"A test set ({', '.join(DATASETS)}) or a folder of images; repeatable."
+        [], "--dataset", "-d", help=f"A test set ({', '.join(DATASETS)}) or a folder of images; repeatable.",
+        metavar="SET|DIR",
     ),
     data: Optional[Path] = typer.Option(
-        None, help="Folder holding the test sets (searched before $ADAPTIR_DATA and the cache)."
+        None, help="Folder holding the test sets (searched before $ADAPTIR_DATA and the cache).", metavar="DIR",
     ),
     pairs: Optional[str] = typer.Option(
-        None, help="Input/target file templates of a custom pair set: 'LQ_TEMPLATE,GT_TEMPLATE' with {id}."
+        None, help="Input/target file templates of a custom pair set: 'LQ_TEMPLATE,GT_TEMPLATE' with {id}.",
+        metavar="LQ,GT",
     ),
     base: Optional[str] = typer.Option(
         None, "--base", "-b",
         help="Base model: a name from `adaptir models list` or a weights file. Default: the one restore uses for --task.",
+        metavar="NAME|FILE", autocompletion=complete.bases,
     ),
     adapter: list[str] = typer.Option(
         [], "--adapter", "-a",
         help="Adapter: a name from `adaptir models list` or a file; repeat to compare (one column each; '' for the "
-        "bare base). Default: the one restore uses.",
+        "bare base). Default: the one restore uses.", metavar="NAME|FILE", autocompletion=complete.adapters,
     ),
-    sigma: Optional[float] = typer.Option(None, help="Noise level (0..255 scale) for --task denoise."),
-    seed: int = typer.Option(0, help="Seed of the noise and synthetic degradations (image i uses seed + i)."),
+    sigma: Optional[float] = typer.Option(None, help="Noise level (0..255 scale) for --task denoise.", metavar="SIGMA"),
+    seed: int = typer.Option(
+        0, help="Seed of the noise and synthetic degradations (image i uses seed + i).", metavar="N",
+    ),
     baseline: bool = typer.Option(False, help="Also score the degraded input itself (bicubic up-scaling for SR)."),
     baseline_only: bool = typer.Option(
         False, "--baseline-only", help="Score only the degraded input (bicubic for SR); no base is loaded."
     ),
     json_file: Optional[Path] = typer.Option(
-        None, "--json", help="Write all results, per image, to this JSON file ('-': stdout)."
+        None, "--json", help="Write all results, per image, to this JSON file ('-': stdout).", metavar="FILE",
     ),
-    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write per-image and mean values to this CSV file."),
-    save_images: Optional[Path] = typer.Option(None, help="Save the scored images to DIR/SET/METHOD/."),
+    csv_file: Optional[Path] = typer.Option(
+        None, "--csv", help="Write per-image and mean values to this CSV file.", metavar="FILE",
+    ),
+    save_images: Optional[Path] = typer.Option(None, help="Save the scored images to DIR/SET/METHOD/.", metavar="DIR"),
     speed: bool = typer.Option(False, help="Time restore only, on a random image of --size."),
-    size: str = typer.Option("256x256", help="Input size WxH for --speed."),
-    repeats: int = typer.Option(5, min=1, help="Timed runs for --speed (after one warm-up run)."),
-    tile: int = typer.Option(0, min=0, help="Tile size in input pixels; 0 (default) runs whole images, as papers do."),
-    overlap: Optional[int] = typer.Option(None, help="Overlap between tiles in input pixels. Default: the base's."),
-    batch: Optional[int] = typer.Option(None, min=1, help="Tiles run together on the device. Default: 1 on a CPU, 4 on CUDA."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16."),
-    max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
+    size: str = typer.Option("256x256", help="Input size WxH for --speed.", metavar="WxH"),
+    repeats: int = typer.Option(5, min=1, help="Timed runs for --speed (after one warm-up run).", metavar="N"),
+    tile: int = typer.Option(
+        0, min=0, help="Tile size in input pixels; 0 (default) runs whole images, as papers do.", metavar="N",
+    ),
+    overlap: Optional[int] = run_options.OVERLAP,
+    batch: Optional[int] = run_options.BATCH,
+    device: str = run_options.DEVICE,
+    precision: str = run_options.PRECISION,
+    max_megapixels: float = run_options.MAX_MEGAPIXELS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Score a base and its adapters with the papers' protocol (PSNR/SSIM, Y or RGB, crop), or time restore."""

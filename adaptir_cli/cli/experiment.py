@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from adaptir_cli.cli import training_options as opt
 from adaptir_cli.cli.common import EXIT_USAGE, fail, split_hint, stderr
+from adaptir_cli.cli.help_format import Typer
 from adaptir_cli.experiments.config import ExperimentError, load_experiment
 from adaptir_cli.experiments.plot import plot_svg
 from adaptir_cli.experiments.report import merge_report, report_markdown
@@ -46,7 +47,7 @@ Examples:
   adaptir experiment report experiments/petl/* --out docs/results.md --plot docs/results.svg
 """
 
-app = typer.Typer(
+app = Typer(
     help="Compare PETL methods: train, benchmark and record every run of an experiment folder.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -55,16 +56,20 @@ app = typer.Typer(
 
 @app.command("run", epilog=FORMAT + EXAMPLES)
 def run(
-    folder: Path = typer.Argument(..., help="The experiment folder (experiment.toml and runs/*.toml)."),
-    only: list[str] = typer.Option([], "--only", help="Run only this run (label or file stem); repeatable."),
+    folder: Path = typer.Argument(..., help="The experiment folder (experiment.toml and runs/*.toml).", metavar="DIR"),
+    only: list[str] = typer.Option(
+        [], "--only", help="Run only this run (label or file stem); repeatable.", metavar="RUN",
+    ),
     force: bool = typer.Option(False, "--force", help="Retrain runs whose output already exists."),
     device: str = opt.DEVICE,
     shared: Optional[Path] = typer.Option(
-        None, "--shared", help="The folder ${ADAPTIR_SHARED} stands for in the experiment's paths (default: $ADAPTIR_SHARED)."
+        None, "--shared",
+        help="The folder ${ADAPTIR_SHARED} stands for in the experiment's paths (default: $ADAPTIR_SHARED).",
+        metavar="DIR",
     ),
     quiet: bool = opt.QUIET,
 ) -> None:
-    """Train each run (reusing finished ones), benchmark them all in one pass, write results/<run>.json."""
+    """Train each run (reusing finished ones), benchmark them all in one pass, write results/RUN.json."""
     from adaptir_cli.experiments.runner import run_experiment  # torch and the models: only when running
 
     try:
@@ -90,10 +95,15 @@ def run(
 
 @app.command("report", epilog=EXAMPLES)
 def report(
-    folders: list[Path] = typer.Argument(..., help="Experiment folders; their results/*.json are read."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Markdown file to write (default: stdout)."),
+    folders: list[Path] = typer.Argument(
+        ..., help="Experiment folders; their results/*.json are read.", metavar="DIR...",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Markdown file to write (default: stdout).", metavar="FILE",
+    ),
     plot: Optional[Path] = typer.Option(
-        None, "--plot", help="Also write an SVG plot of PSNR on the first set against trainable parameters."
+        None, "--plot", help="Also write an SVG plot of PSNR on the first set against trainable parameters.",
+        metavar="FILE",
     ),
 ) -> None:
     """Markdown tables (and an SVG plot) from the results files only; never from anything typed by hand.

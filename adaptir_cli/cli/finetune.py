@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from adaptir_cli.adapters import METHODS, get_method
+from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli import training_options as opt
 from adaptir_cli.cli.common import stderr
 from adaptir_cli.tasks import TASKS, get_task
@@ -43,17 +44,27 @@ def finetune(
     base: Optional[str] = typer.Option(
         None, "--base", "-b",
         help="Frozen base: a name from `adaptir models list` or a weights file. Default: the one restore uses for --task.",
+        metavar="NAME|FILE", autocompletion=complete.bases,
     ),
-    task: str = typer.Option(..., "--task", "-t", help=f"Task the adapter is for ({', '.join(TASKS)})."),
+    task: str = typer.Option(
+        ..., "--task", "-t", help=f"Task the adapter is for ({', '.join(TASKS)}).", metavar="TASK",
+        autocompletion=complete.tasks,
+    ),
     gt: Path = opt.GT,
-    out: Path = typer.Option(..., "--out", "-o", help="Adapter file to write (.safetensors); its JSON log goes beside it."),
-    lq: Optional[Path] = typer.Option(None, "--lq", help="Folder of your own inputs, paired with --gt by file name."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Adapter file to write (.safetensors); its JSON log goes beside it.", metavar="FILE",
+    ),
+    lq: Optional[Path] = typer.Option(
+        None, "--lq", help="Folder of your own inputs, paired with --gt by file name.", metavar="DIR",
+    ),
     degradation: Optional[str] = typer.Option(
         None, "--degradation", "-d",
         help=f"Synthesise inputs from --gt on the fly: {', '.join(degradation_names())}. Default: the task's own.",
+        metavar="NAME",
     ),
     lq_template: Optional[str] = typer.Option(
-        None, "--lq-template", help="Input file name from the ground truth's {name}, {stem}, {ext}: e.g. '{stem}x4{ext}'."
+        None, "--lq-template",
+        help="Input file name from the ground truth's {name}, {stem}, {ext}: e.g. '{stem}x4{ext}'.", metavar="TEMPLATE",
     ),
     exclude: Optional[Path] = opt.EXCLUDE,
     val_gt: Optional[Path] = opt.VAL_GT,
@@ -63,23 +74,27 @@ def finetune(
     method: str = typer.Option(
         "adaptir", "--method",
         help=f"Adapter method ({', '.join(METHODS)}), or {FULL} to fine-tune the whole base (the reference).",
+        metavar="METHOD",
     ),
     hidden: Optional[int] = typer.Option(
         None, "--hidden", min=1,
-        help="Hidden width of adaptir, adapter, adaptformer (default: max(8, d // 24)).",
+        help="Hidden width of adaptir, adapter, adaptformer (default: max(8, d // 24)).", metavar="N",
     ),
     rank: Optional[int] = typer.Option(
         None, "--rank", min=1, help="Rank of lora's updates (default 4), or of adaptir's local kernel (hidden // 2).",
+        metavar="N",
     ),
     settings_: list[str] = typer.Option(
         [], "--set",
         help="Any other field of the method's config, KEY=VALUE (lora alpha, adaptformer scale, adaptir "
-        "local/frequency/channel/ensemble for the ablations); repeatable.",
+        "local/frequency/channel/ensemble for the ablations); repeatable.", metavar="KEY=VALUE",
     ),
     steps: int = opt.STEPS,
     batch: int = opt.BATCH,
     patch: int = opt.PATCH,
-    lr: float = typer.Option(FINETUNE_DEFAULTS["lr"], "--lr", min=0.0, help="Peak learning rate (the paper's: 1e-4)."),
+    lr: float = typer.Option(
+        FINETUNE_DEFAULTS["lr"], "--lr", min=0.0, help="Peak learning rate (the paper's: 1e-4).", metavar="RATE",
+    ),
     schedule: str = opt.SCHEDULE,
     warmup: Optional[int] = opt.WARMUP,
     weight_decay: float = opt.WEIGHT_DECAY,

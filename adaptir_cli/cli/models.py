@@ -15,14 +15,16 @@ from rich.table import Column, Table
 from adaptir_cli.adapters import AdapterFile, is_adapter_file, read_adapter
 from adaptir_cli.bases.loading import WeightsError, sha256_file
 from adaptir_cli.bases.model import LoadedBase
+from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli.common import fail, print_json, report_error, split_hint, stderr, usage_error
+from adaptir_cli.cli.help_format import Typer
 from adaptir_cli.weights.cache import local_file, status
 from adaptir_cli.weights.fetch import fetch, how_to_get
 from adaptir_cli.weights.importing import import_weights
 from adaptir_cli.weights.manifest import AdapterEntry, BaseEntry, Manifest, UnknownNameError, default_manifest
 from adaptir_cli.weights.resolve import adapter_file, load_base
 
-app = typer.Typer(
+app = Typer(
     help="List, download, import and inspect the base models adaptir knows.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -114,7 +116,11 @@ def list_models(json_out: bool = typer.Option(False, "--json", help="Print the l
     "fetch",
     epilog="Examples:\n\n  adaptir models fetch emt-x4\n\n  adaptir models fetch emt-x2 emt-x3 emt-x4 lmlt-tiny-x4",
 )
-def fetch_models(names: list[str] = typer.Argument(..., help="Base model names (see `adaptir models list`).")) -> None:
+def fetch_models(
+    names: list[str] = typer.Argument(
+        ..., metavar="NAME...", help="Base model names (see `adaptir models list`).", autocompletion=complete.bases
+    ),
+) -> None:
     """Download base models into the cache, verify their size and sha256, and convert them."""
     with _reported_errors():
         manifest = default_manifest()
@@ -143,8 +149,10 @@ def fetch_models(names: list[str] = typer.Argument(..., help="Base model names (
     ),
 )
 def import_model(
-    name: str = typer.Argument(..., help="Base model name (see `adaptir models list`)."),
-    file: Path = typer.Argument(..., help="The weights file you downloaded."),
+    name: str = typer.Argument(
+        ..., help="Base model name (see `adaptir models list`).", metavar="NAME", autocompletion=complete.bases,
+    ),
+    file: Path = typer.Argument(..., help="The weights file you downloaded.", metavar="FILE"),
     force: bool = typer.Option(False, "--force", help="Import even if the file's sha256 differs from the published one."),
 ) -> None:
     """Install a weights file you downloaded yourself (IPT is on Google Drive only) under a manifest name."""
@@ -198,6 +206,7 @@ def _base_details(base: LoadedBase) -> dict[str, object]:
         "min_size": descriptor.min_size,
         "fixed_size": descriptor.fixed_size,
         "size_multiple": descriptor.size_multiple,
+        "tile_overlap": descriptor.tile_overlap,
         "supports_bf16": descriptor.supports_bf16,
         "mlp_dim": descriptor.mlp_dim,
         "config": descriptor.config,
@@ -228,7 +237,11 @@ def _adapter_details(adapter: AdapterFile) -> dict[str, object]:
 
 
 @app.command("path", epilog="Examples:\n\n  adaptir models path emt-x4\n\n  ls -l $(adaptir models path emt-x4)")
-def show_path(name: str = typer.Argument(..., help="Base model name (see `adaptir models list`).")) -> None:
+def show_path(
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="Base model name (see `adaptir models list`).", autocompletion=complete.bases
+    ),
+) -> None:
     """Print where an installed base's weights file is on this machine."""
     with _reported_errors():
         entry = default_manifest().base(name)

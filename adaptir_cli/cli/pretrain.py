@@ -35,16 +35,28 @@ Default tasks: {DEFAULT_TASKS} (denoise is blind, sigma 0-55; derain uses synthe
 
 def pretrain(
     gt: Path = opt.GT,
-    out: Path = typer.Option(..., "--out", "-o", help="Base file to write (.safetensors); its JSON log goes beside it."),
-    tasks: str = typer.Option(DEFAULT_TASKS, "--tasks", help="Comma-separated tasks, one head and tail each."),
-    arch: str = typer.Option("compactir", "--arch", help="Architecture to build (compactir)."),
-    dim: Optional[int] = typer.Option(None, "--dim", min=1, help="Feature width of the body (default 48)."),
-    blocks: Optional[int] = typer.Option(None, "--blocks", min=1, help="Transformer blocks in the body (default 8)."),
-    attention_heads: Optional[int] = typer.Option(
-        None, "--attention-heads", min=1, help="Attention heads per block (default 3)."
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Base file to write (.safetensors); its JSON log goes beside it.", metavar="FILE",
     ),
-    window: Optional[int] = typer.Option(None, "--window", min=2, help="Attention window side, even (default 8)."),
-    mlp_ratio: Optional[int] = typer.Option(None, "--mlp-ratio", min=1, help="MLP width / feature width (default 2)."),
+    tasks: str = typer.Option(
+        DEFAULT_TASKS, "--tasks", help="Comma-separated tasks, one head and tail each.", metavar="TASK,...",
+    ),
+    arch: str = typer.Option("compactir", "--arch", help="Architecture to build (compactir).", metavar="ARCH"),
+    dim: Optional[int] = typer.Option(
+        None, "--dim", min=1, help="Feature width of the body (default 48).", metavar="N",
+    ),
+    blocks: Optional[int] = typer.Option(
+        None, "--blocks", min=1, help="Transformer blocks in the body (default 8).", metavar="N",
+    ),
+    attention_heads: Optional[int] = typer.Option(
+        None, "--attention-heads", min=1, help="Attention heads per block (default 3).", metavar="N",
+    ),
+    window: Optional[int] = typer.Option(
+        None, "--window", min=2, help="Attention window side, even (default 8).", metavar="N",
+    ),
+    mlp_ratio: Optional[int] = typer.Option(
+        None, "--mlp-ratio", min=1, help="MLP width / feature width (default 2).", metavar="N",
+    ),
     exclude: Optional[Path] = opt.EXCLUDE,
     val_gt: Optional[Path] = opt.VAL_GT,
     val_fraction: float = opt.VAL_FRACTION,
@@ -52,7 +64,7 @@ def pretrain(
     steps: int = opt.STEPS,
     batch: int = opt.BATCH,
     patch: int = opt.PATCH,
-    lr: float = typer.Option(PRETRAIN_LR, "--lr", min=0.0, help="Peak learning rate."),
+    lr: float = typer.Option(PRETRAIN_LR, "--lr", min=0.0, help="Peak learning rate.", metavar="RATE"),
     schedule: str = opt.SCHEDULE,
     warmup: Optional[int] = opt.WARMUP,
     weight_decay: float = opt.WEIGHT_DECAY,

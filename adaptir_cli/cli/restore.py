@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,17 +12,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adaptir_cli.api import Restorers, plan_restore
-from adaptir_cli.batch import Job, JobPlanError, JobResult, plan_jobs, run_jobs
+from adaptir_cli.batch import STDIO, Job, JobPlanError, JobResult, names_one_image, plan_jobs, run_jobs
+from adaptir_cli.cli import completion as complete
+from adaptir_cli.cli import run_options
 from adaptir_cli.cli.common import fail, fail_with, loading_weights, print_json, stderr, usage_error
 from adaptir_cli.cli.run_options import (
-    MAX_MEGAPIXELS_HELP,
+    TILE_HELP,
     check_output_folder,
+    check_quality,
     check_run_options,
     check_tiles,
     resolve_adapters,
     size_limit,
 )
-from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
+from adaptir_cli.imaging.io import DEFAULT_QUALITY
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
 
@@ -29,6 +33,10 @@ EXAMPLES = """
 Examples:
 
   adaptir restore photo.png out/ --task sr2
+
+  adaptir restore photo.png photo_x2.jpg --task sr2 --quality 90
+
+  adaptir restore - - --task denoise < noisy.png > clean.png
 
   adaptir restore photo.png out/ --task sr4 --base lmlt-tiny-x4
 
@@ -41,50 +49,64 @@ Examples:
 
 
 def restore(
-    paths: list[Path] = typer.Argument(..., help="Input files or folders, then the output folder.", show_default=False),
+    paths: list[Path] = typer.Argument(
+        ..., metavar="INPUT... OUTPUT", show_default=False,
+        help="Input files or folders, then the output folder; for one input, OUTPUT may name the image file "
+        "(result.png). '-' reads standard input / writes standard output.",
+    ),
     task: list[str] = typer.Option(
-        ..., "--task", "-t", help=f"Task ({', '.join(TASKS)}); repeat once per input to mix tasks."
+        ..., "--task", "-t", help=f"Task ({', '.join(TASKS)}); repeat once per input to mix tasks.", metavar="TASK",
+        autocompletion=complete.tasks,
     ),
     base: Optional[str] = typer.Option(
         None, "--base", "-b",
         help="Base model: a name from `adaptir models list` or a weights file. Default: the task's (`adaptir models list`).",
+        metavar="NAME|FILE", autocompletion=complete.bases,
     ),
     adapter: list[str] = typer.Option(
         [], "--adapter", "-a",
         help="Adapter: a name from `adaptir models list` or a .safetensors file; repeat once per input ('' for none). "
-        "Default: the adapter shipped for the task's base, if any.",
+        "Default: the adapter shipped for the task's base, if any.", metavar="NAME|FILE",
+        autocompletion=complete.adapters,
     ),
-    tile: Optional[int] = typer.Option(None, help="Tile size in input pixels (0: whole image). Default: the base's."),
-    overlap: Optional[int] = typer.Option(None, help="Overlap between tiles in input pixels. Default: the base's."),
-    batch: Optional[int] = typer.Option(None, min=1, help="Tiles run together on the device. Default: 1 on a CPU, 4 on CUDA."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16."),
+    tile: Optional[int] = typer.Option(None, help=TILE_HELP, metavar="N"),
+    overlap: Optional[int] = run_options.OVERLAP,
+    batch: Optional[int] = run_options.BATCH,
+    device: str = run_options.DEVICE,
+    precision: str = run_options.PRECISION,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (the tree is mirrored)."),
-    suffix: str = typer.Option("", help="Appended to each output file name, before the extension."),
-    ext: Optional[str] = typer.Option(None, help="Output format by extension (png, tif, jpg, webp); default: the input's."),
+    suffix: str = typer.Option("", help="Appended to each output file name, before the extension.", metavar="TEXT"),
+    ext: Optional[str] = typer.Option(
+        None, help="Output format by extension (png, tif, jpg, webp); default: the input's (PNG on standard output).",
+        metavar="EXT",
+    ),
+    quality: int = typer.Option(DEFAULT_QUALITY, help="JPEG and WebP quality, 1..100.", metavar="N"),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip complete ones)."),
     force: bool = typer.Option(False, help="Load adapters trained on another base, or for another task, anyway."),
-    max_megapixels: float = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP),
+    max_megapixels: float = run_options.MAX_MEGAPIXELS,
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Restore images: each base loaded once, adapters switched per task, tiled on CPU or CUDA."""
     if len(paths) < 2:
-        usage_error("give at least one input and the output folder", "adaptir restore INPUT... OUTPUT_DIR --task T")
-    *inputs, output_dir = paths
-    if output_dir.is_file():
-        usage_error(f"the last argument must be the output folder, but {output_dir} is a file")
+        usage_error("give at least one input and the output", "adaptir restore INPUT... OUTPUT --task T")
+    *inputs, output = paths
+    if output.is_file() and not names_one_image(output):
+        usage_error(f"the last argument must be the output folder or image file, but {output} is another file")
+    _check_standard_streams(inputs, output, json_out)
     check_run_options(tile=tile, overlap=overlap, device=device, precision=precision, max_megapixels=max_megapixels)
+    check_quality(quality)
     adapters = resolve_adapters(adapter)
     try:
         for name in task:
             get_task(name)
-        jobs = plan_jobs(inputs, output_dir, task, adapters, recursive=recursive, suffix=suffix, ext=ext)
+        jobs = plan_jobs(inputs, output, task, adapters, recursive=recursive, suffix=suffix, ext=ext)
     except (JobPlanError, UnknownTaskError) as error:
-        usage_error(str(error))
+        usage_error(*split_hint(error))
     if not jobs:
         fail("no images found in the inputs", "pass image files, or folders holding them (--recursive for sub-folders)")
-    check_output_folder(output_dir)
+    if output != STDIO:
+        check_output_folder(output.parent if names_one_image(output) else output)
 
     restorers = Restorers(base, device=device, precision=precision)
     with loading_weights("the bases"):  # each task's base (--base, else the task's default), each loaded once
@@ -99,7 +121,10 @@ def restore(
                 fail_with(error, "see `adaptir restore --help`")
     order = {job.output: index for index, job in enumerate(jobs)}
     results = sorted(
-        _run(groups, settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels), quiet=quiet),
+        _run(
+            groups, settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels),
+            quality=quality, quiet=quiet,
+        ),
         key=lambda result: order[result.job.output],
     )
 
@@ -121,9 +146,20 @@ def restore(
         raise typer.Exit(1)
 
 
+def _check_standard_streams(inputs: list[Path], output: Path, json_out: bool) -> None:
+    """'-' needs a pipe or a file on its stream: image bytes on a terminal help nobody."""
+    if STDIO in inputs and sys.stdin.isatty():
+        usage_error("standard input (-) is a terminal", "pipe an image in: adaptir restore - OUTPUT --task T < photo.png")
+    if output == STDIO:
+        if json_out:
+            usage_error("--json prints on standard output, which carries the image (-)", "name an output file instead of -")
+        if sys.stdout.isatty():
+            usage_error("standard output (-) is a terminal", "redirect it to a file: ... - --task T > result.png")
+
+
 def _run(
     groups: list[tuple[Restorer, list[Job]]], settings: TileSettings, *, overwrite: bool, force: bool,
-    max_megapixels: float | None, quiet: bool,
+    max_megapixels: float | None, quality: int, quiet: bool,
 ) -> list[JobResult]:
     """Run each base's jobs in turn under one progress display."""
     results: list[JobResult] = []
@@ -144,7 +180,7 @@ def _run(
         for restorer, jobs in groups:
             for result in run_jobs(
                 restorer, jobs, settings, overwrite=overwrite, force=force, max_megapixels=max_megapixels,
-                on_image=on_image, on_tile=on_tile,
+                quality=quality, on_image=on_image, on_tile=on_tile,
             ):
                 results.append(result)
                 progress.advance(files)

@@ -5,17 +5,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from adaptir_cli.atomic_files import scratch_file
 from adaptir_cli.bases.loading import WeightsError
+from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli.common import fail, split_hint, usage_error
-from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
+from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
+from adaptir_cli.restorer import DEFAULT_TILE, Restorer, RestoreError, TileSettings
 from adaptir_cli.runtime import RuntimeChoiceError, check_precision, resolve_device
 from adaptir_cli.weights.resolve import adapter_file
 
+# The defaults Restorer.tile_settings applies when --tile/--overlap are not given.
+TILE_HELP = (
+    f"Tile size in input pixels (0: whole image). Default: {DEFAULT_TILE} (the base's; fixed-size bases use "
+    "their patch)."
+)
+OVERLAP_HELP = (
+    "Overlap between tiles in input pixels. Default: the base's own (EMT 32, LMLT-tiny 64, CompactIR 32, IPT 8; "
+    "`adaptir models info NAME` shows it as tile_overlap)."
+)
 MAX_MEGAPIXELS_HELP = (
     "Refuse inputs whose header declares more megapixels than this, before decoding them "
     "(damaged or hostile files declare sizes their data cannot fill); 0: no limit."
 )
+
+
+# The options restore and bench share, declared once.
+OVERLAP = typer.Option(None, help=OVERLAP_HELP, metavar="N")
+BATCH = typer.Option(
+    None, min=1, help="Tiles run together on the device. Default: 1 on a CPU, 4 on CUDA.", metavar="N"
+)
+DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N.", metavar="DEVICE", autocompletion=complete.devices)
+PRECISION = typer.Option(
+    "auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16.", metavar="PRECISION",
+    autocompletion=complete.precisions,
+)
+MAX_MEGAPIXELS = typer.Option(DEFAULT_MAX_MEGAPIXELS, help=MAX_MEGAPIXELS_HELP, metavar="MP")
 
 
 def check_run_options(
@@ -35,6 +61,11 @@ def check_run_options(
             check(value)
         except RuntimeChoiceError as error:
             usage_error(f"{option}: {error}")
+
+
+def check_quality(quality: int) -> None:
+    if not 1 <= quality <= 100:
+        usage_error(f"--quality must be between 1 and 100, not {quality}")
 
 
 def check_tiles(restorer: Restorer, settings: TileSettings) -> None:

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, Optional
 import typer
 from rich.markup import escape
 
+from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli.common import EXIT_USAGE, fail, print_json, split_hint, stderr
 from adaptir_cli.training.data import default_workers
 from adaptir_cli.training.loop import FINETUNE_DEFAULTS, LoopSettings, TrainingInterrupted, TrainResult
@@ -23,35 +24,79 @@ EXIT_INTERRUPTED = 130
 # Below this validation gain an adapter is not worth its file: say so at the end of the run.
 MIN_GAIN_DB = 0.05
 
-GT = typer.Option(..., "--gt", help="Folder of clean (ground-truth) training images.", show_default=False)
-EXCLUDE = typer.Option(
-    None, "--exclude", help="Text file of image names to leave out (e.g. the Rain100L backgrounds of BSD400)."
+GT = typer.Option(
+    ..., "--gt", help="Folder of clean (ground-truth) training images.", show_default=False, metavar="DIR",
 )
-VAL_GT = typer.Option(None, "--val-gt", help="Folder of validation ground truths (default: no validation).")
-VAL_LQ = typer.Option(None, "--val-lq", help="Inputs of the --val-gt images (default: made by the degradation).")
-VAL_FRACTION = typer.Option(0.0, "--val-fraction", min=0.0, max=0.99, help="Hold out this fraction of --gt for validation.")
+EXCLUDE = typer.Option(
+    None, "--exclude", help="Text file of image names to leave out (e.g. the Rain100L backgrounds of BSD400).",
+    metavar="FILE",
+)
+VAL_GT = typer.Option(
+    None, "--val-gt", help="Folder of validation ground truths (default: no validation).", metavar="DIR",
+)
+VAL_LQ = typer.Option(
+    None, "--val-lq", help="Inputs of the --val-gt images (default: made by the degradation).", metavar="DIR",
+)
+VAL_FRACTION = typer.Option(
+    0.0, "--val-fraction", min=0.0, max=0.99, help="Hold out this fraction of --gt for validation.", metavar="FRACTION",
+)
 # finetune validates by default: the end-of-run line compares the adapter with the bare base.
 FINETUNE_VAL_FRACTION = typer.Option(
     None, "--val-fraction", min=0.0, max=0.99, show_default=False,
     help="Hold out this fraction of --gt for validation. Default: 10 %, at most 8 images (none with --val-gt).",
+    metavar="FRACTION",
 )
-VAL_CROP = typer.Option(0, "--val-crop", min=0, help="Validate on centred crops of N input px (0: whole images).")
-STEPS = typer.Option(FINETUNE_DEFAULTS["steps"], "--steps", min=1, help="Optimizer steps.")
-BATCH = typer.Option(FINETUNE_DEFAULTS["batch"], "--batch", min=1, help="Samples per step, per process (torchrun: global batch = batch x processes).")
-PATCH = typer.Option(FINETUNE_DEFAULTS["patch"], "--patch", min=1, help="Input crop side in px; the target crop is patch x scale.")
-WEIGHT_DECAY = typer.Option(FINETUNE_DEFAULTS["weight_decay"], "--weight-decay", min=0.0, help="AdamW weight decay.")
-SCHEDULE = typer.Option(FINETUNE_DEFAULTS["schedule"], "--schedule", help=f"Learning-rate schedule after the warm-up: {', '.join(SCHEDULES)}.")
-WARMUP = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps. Default: 5 % of --steps, at most 1000.")
-GRAD_CLIP = typer.Option(FINETUNE_DEFAULTS["grad_clip"], "--grad-clip", min=0.0, help="Clip the gradient norm to this (0: no clipping).")
-SEED = typer.Option(FINETUNE_DEFAULTS["seed"], "--seed", help="Seed of the initial weights, crops, augmentations and degradations.")
-VAL_EVERY = typer.Option(FINETUNE_DEFAULTS["val_every"], "--val-every", min=0, help="Validate every N steps (0: at the end only).")
-CHECKPOINT_EVERY = typer.Option(FINETUNE_DEFAULTS["checkpoint_every"], "--checkpoint-every", min=0, help="Save a checkpoint every N steps (0: only on Ctrl-C).")
+VAL_CROP = typer.Option(
+    0, "--val-crop", min=0, help="Validate on centred crops of N input px (0: whole images).", metavar="N",
+)
+STEPS = typer.Option(FINETUNE_DEFAULTS["steps"], "--steps", min=1, help="Optimizer steps.", metavar="N")
+BATCH = typer.Option(
+    FINETUNE_DEFAULTS["batch"], "--batch", min=1,
+    help="Samples per step, per process (torchrun: global batch = batch x processes).", metavar="N",
+)
+PATCH = typer.Option(
+    FINETUNE_DEFAULTS["patch"], "--patch", min=1, help="Input crop side in px; the target crop is patch x scale.",
+    metavar="N",
+)
+WEIGHT_DECAY = typer.Option(
+    FINETUNE_DEFAULTS["weight_decay"], "--weight-decay", min=0.0, help="AdamW weight decay.", metavar="X",
+)
+SCHEDULE = typer.Option(
+    FINETUNE_DEFAULTS["schedule"], "--schedule",
+    help=f"Learning-rate schedule after the warm-up: {', '.join(SCHEDULES)}.", metavar="SCHEDULE",
+)
+WARMUP = typer.Option(
+    None, "--warmup", min=0, help="Linear warm-up steps. Default: 5 % of --steps, at most 1000.", metavar="N",
+)
+GRAD_CLIP = typer.Option(
+    FINETUNE_DEFAULTS["grad_clip"], "--grad-clip", min=0.0, help="Clip the gradient norm to this (0: no clipping).",
+    metavar="NORM",
+)
+SEED = typer.Option(
+    FINETUNE_DEFAULTS["seed"], "--seed", help="Seed of the initial weights, crops, augmentations and degradations.",
+    metavar="N",
+)
+VAL_EVERY = typer.Option(
+    FINETUNE_DEFAULTS["val_every"], "--val-every", min=0, help="Validate every N steps (0: at the end only).",
+    metavar="N",
+)
+CHECKPOINT_EVERY = typer.Option(
+    FINETUNE_DEFAULTS["checkpoint_every"], "--checkpoint-every", min=0,
+    help="Save a checkpoint every N steps (0: only on Ctrl-C).", metavar="N",
+)
 RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out (NAME.ckpt).")
-DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (under torchrun: each process's GPU).")
-PRECISION = typer.Option(
-    FINETUNE_DEFAULTS["precision"], "--precision", help="auto (bf16 autocast on CUDA for bases verified in bf16, else fp32), fp32 or bf16."
+DEVICE = typer.Option(
+    "auto", "--device", help="auto, cpu or cuda (under torchrun: each process's GPU).", metavar="DEVICE",
+    autocompletion=complete.devices,
 )
-WORKERS = typer.Option(default_workers(), "--workers", min=0, help="Threads that decode and degrade images (0: none).")
+PRECISION = typer.Option(
+    FINETUNE_DEFAULTS["precision"], "--precision",
+    help="auto (bf16 autocast on CUDA for bases verified in bf16, else fp32), fp32 or bf16.", metavar="PRECISION",
+    autocompletion=complete.precisions,
+)
+WORKERS = typer.Option(
+    default_workers(), "--workers", min=0, help="Threads that decode and degrade images (0: none).", metavar="N",
+)
 JSON_OUT = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress display.")
 

@@ -44,6 +44,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # more often damaged or hostile: decoding a 12000 x 12000 header with 700 bytes behind it holds
 # 4.4 GB of grey for minutes. `--max-megapixels` raises the limit for genuine giants.
 DEFAULT_MAX_MEGAPIXELS = 120.0
+# JPEG/WebP quality of outputs (--quality): visually lossless for restored photos.
+DEFAULT_QUALITY = 95
 # Pillow's process-wide decoding switches: held while adaptir decodes (see _strict_pillow).
 _PILLOW_SWITCHES = threading.Lock()
 
@@ -137,24 +139,32 @@ def read_image(path: str | os.PathLike[str], *, max_megapixels: float | None = D
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return decode_image(data, str(path), max_megapixels=max_megapixels)
+
+
+def decode_image(
+    data: bytes, name: str, *, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> LoadedImage:
+    """Decode an encoded image held in memory (a file's or standard input's bytes), as `read_image`
+    does; `name` is what error messages call it."""
     limit = None if max_megapixels is None else int(max_megapixels * 1_000_000)
     try:
         return _decode(data, limit)
     except _TooManyPixels as exc:
         width, height = exc.args
         raise ImageTooLargeError(
-            f"refused {path}: it declares {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
+            f"refused {name}: it declares {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
             f"more than the limit of {max_megapixels:g}; damaged files often declare sizes their data "
             f"cannot fill\nHint: if the image is genuine, pass --max-megapixels {-(-width * height // 1_000_000)}."
         ) from None
     except UnidentifiedImageError:
         raise ImageReadError(
-            f"cannot read {path}: not an image in a format adaptir reads (PNG, JPEG, TIFF, WebP, BMP)\n"
+            f"cannot read {name}: not an image in a format adaptir reads (PNG, JPEG, TIFF, WebP, BMP)\n"
             "Hint: check that the file is an image and complete; re-saving it as PNG usually helps."
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, cv2.error) as exc:
         raise ImageReadError(
-            f"cannot read {path} as an image: {exc}\n"
+            f"cannot read {name} as an image: {exc}\n"
             "Hint: check that the file is complete; re-saving it as PNG usually helps."
         ) from exc
 
@@ -219,7 +229,7 @@ def write_image(
     *,
     alpha: np.ndarray | None = None,
     keep_metadata: bool = True,
-    quality: int = 95,
+    quality: int = DEFAULT_QUALITY,
 ) -> list[str]:
     """Write float RGB `image` (H, W, 3), clipped to [0, 1], in the format `path`'s extension names.
 
@@ -283,16 +293,27 @@ class OutputPlan:
     def write(self, samples: np.ndarray, *, replace: bool = True) -> None:
         """Encode and store `samples`; `replace=False` raises TargetExistsError rather than replace a file."""
         try:
-            if self.use_opencv:
-                encode = _opencv_encoder(samples, self.spec, self.icc, self.exif)
-            else:
-                encode = _pillow_encoder(samples, self.spec, self.icc, self.exif, self.quality)
+            encode = self._encoder(samples)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, encode, replace=replace)
         except TargetExistsError:
             raise
         except (OSError, ValueError, cv2.error) as exc:
             raise ImageWriteError(f"cannot write {self.path}: {exc}") from exc
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        """The encoded file as bytes (for standard output): whole before the first byte leaves."""
+        buffer = io.BytesIO()
+        try:
+            self._encoder(samples)(buffer)
+        except (OSError, ValueError, cv2.error) as exc:
+            raise ImageWriteError(f"cannot encode the image as {self.spec.name}: {exc}") from exc
+        return buffer.getvalue()
+
+    def _encoder(self, samples: np.ndarray) -> Callable[[BinaryIO], None]:
+        if self.use_opencv:
+            return _opencv_encoder(samples, self.spec, self.icc, self.exif)
+        return _pillow_encoder(samples, self.spec, self.icc, self.exif, self.quality)
 
 
 def plan_output(
@@ -301,14 +322,19 @@ def plan_output(
     *,
     has_alpha: bool = False,
     keep_metadata: bool = True,
-    quality: int = 95,
+    quality: int = DEFAULT_QUALITY,
+    extension: str | None = None,
 ) -> OutputPlan:
-    """Decide bit depth, channels and metadata of an output file from its extension and `like`."""
+    """Decide bit depth, channels and metadata of an output file from its extension and `like`.
+
+    `extension` (".png") names the format where `path` does not (standard output).
+    """
     path = Path(path)
-    spec = _FORMATS.get(path.suffix.lower())
+    extension = extension or path.suffix
+    spec = _FORMATS.get(extension.lower())
     if spec is None:
         known = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise ImageWriteError(f"cannot write {path}: unknown image extension {path.suffix!r}; use one of {known}")
+        raise ImageWriteError(f"cannot write {path}: unknown image extension {extension!r}; use one of {known}")
     notes: list[str] = []
     depth = like.bit_depth if like is not None else 8
     if depth > spec.max_bit_depth:
