@@ -43,7 +43,8 @@ from adaptir_cli.training.data import (
     read_name_list,
 )
 from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData, training_degradation
-from adaptir_cli.training.finetune import base_state, finetune, tensor_digest
+from adaptir_cli.bases.loading import tensor_digest
+from adaptir_cli.training.finetune import base_state, finetune
 from adaptir_cli.training.loop import LoopSettings, TrainingInterrupted
 from adaptir_cli.training.schedule import Schedule
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import threading
@@ -198,8 +199,9 @@ def test_fetch_downloads_verifies_converts_and_loads(
     assert path == cached_model("tiny") and leftovers() == ["tiny.safetensors"]
     assert server.requests == ["/tiny.pth"]
     with safe_open(str(path), framework="pt") as handle:
-        assert handle.metadata() == {"format": "pt", "adaptir.name": "tiny", "adaptir.source_sha256": sha,
-                                     "adaptir.architecture": "emt"}
+        metadata = handle.metadata()
+    assert metadata == {"format": "pt", "adaptir.name": "tiny", "adaptir.source_sha256": sha,
+                        "adaptir.architecture": "emt", "adaptir.tensors_sha256": metadata["adaptir.tensors_sha256"]}
     base = load_base("tiny", manifest)
     assert base.sha256 == sha == load_base_file(tiny_emt_file).sha256  # one identity, .pth or cache
     assert base.descriptor.heads["upscale"].scale == 2
@@ -363,3 +365,43 @@ def test_damaged_and_unsafe_weight_files_are_bad_files_not_bugs(tmp_path: Path) 
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 2 and lines[1].startswith("Hint:"), result.stderr
         assert "report it" not in result.stderr and "weights_only" not in result.stderr
+
+
+# --- identity: a converted file keeps its original's sha256 only with its own tensors ---
+
+def test_a_converted_file_with_altered_tensors_does_not_pass_as_its_original(
+    tmp_path: Path, tiny_emt_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    import adaptir_cli.bases as bases
+
+    manifest = write_manifest(tmp_path, base_entry("tiny", "https://example.org/t.pth", sha256=sha256_file(tiny_emt_file)))
+    genuine = import_weights("tiny", tiny_emt_file, manifest=manifest)
+    with safe_open(str(genuine), framework="pt") as handle:
+        metadata = handle.metadata()
+    tampered = tmp_path / "tampered.safetensors"
+    state = load_file(str(genuine))
+    first = sorted(state)[0]
+    state[first] = state[first] + 1  # same keys and shapes, same recorded sha256: other weights
+    save_file(state, str(tampered), metadata=metadata)
+    with pytest.raises(WeightsError, match="(?s)its tensors are not the ones converted.*Hint: install it again"):
+        load_base(tampered)
+
+    hashed = []
+    real_digest = bases.tensor_digest
+    monkeypatch.setattr(bases, "tensor_digest", lambda s: hashed.append(1) or real_digest(s))
+    assert load_base("tiny", manifest).sha256 == sha256_file(tiny_emt_file) and len(hashed) == 1
+    assert load_base("tiny", manifest).sha256 == sha256_file(tiny_emt_file) and len(hashed) == 1  # checked once
+    # A changed modification time (an edit in place): checked again.
+    os.utime(genuine, ns=(genuine.stat().st_atime_ns, genuine.stat().st_mtime_ns + 10**9))
+    load_base("tiny", manifest)
+    assert len(hashed) == 2
+
+
+def test_every_shipped_converted_base_records_its_tensors_digest() -> None:
+    for entry in default_manifest().bases.values():
+        if entry.kind == "bundled" and entry.source != "bundled":
+            with safe_open(str(entry.path), framework="pt") as handle:
+                metadata = handle.metadata()
+            assert metadata["adaptir.source_sha256"] == entry.sha256 and len(metadata["adaptir.tensors_sha256"]) == 64

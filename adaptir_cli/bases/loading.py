@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -26,6 +27,15 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the names and bytes of `state`'s tensors, in name order (any dtype, any device)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

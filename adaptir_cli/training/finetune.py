@@ -13,8 +13,6 @@ result is a new base file, written as `adaptir pretrain` writes one.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from adaptir_cli.adapters import (
     save_adapter,
     train_adapters,
 )
+from adaptir_cli.bases.loading import tensor_digest
 from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.tasks import get_task
 from adaptir_cli.training.base_file import save_base
@@ -43,15 +42,6 @@ from adaptir_cli.training.inputs import check_head, check_patch, degradation_for
 from adaptir_cli.training.loop import LoopSettings, StepCallback, Trainee, TrainResult, train
 from adaptir_cli.training.sampling import TaskData
 from adaptir_cli.training.validation import ValidationSet
-
-
-def tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over the names and bytes of `state`'s tensors, in name order (any dtype, any device)."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def base_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from safetensors.torch import save
 
 from adaptir_cli.atomic_files import atomic_write
 
-from adaptir_cli.bases import SOURCE_SHA256_KEY, build_base, detect_architecture
+from adaptir_cli.bases import build_base, conversion_metadata, detect_architecture
 from adaptir_cli.bases.architecture import StateDict
 from adaptir_cli.bases.loading import WeightsError, read_state_dict, sha256_file
 from adaptir_cli.weights.cache import cached_model
@@ -54,12 +54,7 @@ def convert(entry: BaseEntry, file: Path, *, source_sha256: str) -> Path:
     base = build_base(canonical, name=entry.name, sha256=source_sha256, source=str(file))
     entry.rename_heads(base.descriptor)  # refuses a file whose heads the manifest's `heads` do not fit
     target = cached_model(entry.name)
-    metadata = {
-        "format": "pt",
-        "adaptir.name": entry.name,
-        SOURCE_SHA256_KEY: source_sha256,
-        "adaptir.architecture": architecture.name,
-    }
+    metadata = conversion_metadata(entry.name, architecture.name, source_sha256, canonical)
     # Bytes through atomic_write: safetensors' save_file would reset the file's mode to 0600.
     atomic_write(target, lambda handle: handle.write(save(_unshared(canonical), metadata=metadata)))
     return target

@@ -10,6 +10,7 @@ from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.weights.cache import local_file
 from adaptir_cli.weights.fetch import how_to_get
 from adaptir_cli.weights.manifest import Manifest, default_manifest
+from adaptir_cli.weights.verification import is_verified, remember
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
@@ -64,7 +65,7 @@ def load_base(name_or_path: str | Path, manifest: Manifest | None = None) -> Loa
     """
     path = Path(name_or_path)
     if path.is_file():
-        return load_base_file(path)
+        return _load_checked(path)
     name = str(name_or_path)
     manifest = manifest or default_manifest()
     if name not in manifest.bases and (path.suffix in _WEIGHT_SUFFIXES or len(path.parts) > 1):
@@ -73,6 +74,13 @@ def load_base(name_or_path: str | Path, manifest: Manifest | None = None) -> Loa
     file = local_file(entry)
     if not file.is_file():
         raise WeightsError(f"base {name} is not installed\nHint: {how_to_get(entry)}")
-    base = load_base_file(file, name=name)
+    base = _load_checked(file, name)
     base.descriptor = entry.rename_heads(base.descriptor)
+    return base
+
+
+def _load_checked(file: Path, name: str | None = None) -> LoadedBase:
+    """Load a file, checking a converted file's tensors unless this very file passed before."""
+    base = load_base_file(file, name=name, verified=is_verified(file))
+    remember(file)
     return base
