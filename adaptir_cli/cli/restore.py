@@ -15,7 +15,7 @@ from adaptir_cli.api import Restorers, plan_restore
 from adaptir_cli.batch import STDIO, Job, JobPlanError, JobResult, names_one_image, plan_jobs, run_jobs
 from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli import run_options
-from adaptir_cli.cli.common import fail, fail_with, loading_weights, print_json, stderr, usage_error
+from adaptir_cli.cli.common import fail, fail_with, loading_weights, print_json, split_hint, stderr, usage_error
 from adaptir_cli.cli.run_options import (
     TILE_HELP,
     check_output_folder,
