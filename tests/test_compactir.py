@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ from adaptir_cli.bases.lmlt.arch import LMLT
 
 TASKS = (("sr4", 4), ("denoise", 1), ("sr2", 2), ("lowlight", 1), ("sr3", 3))
 TINY = CompactIRConfig(dim=8, blocks=2, heads=2, window=4, mlp_ratio=2, tasks=TASKS)
+# The same with the tails' output-resolution conv.
+REFINED = dataclasses.replace(TINY, refine=6)
+CONFIGS = pytest.mark.parametrize("config", [TINY, REFINED], ids=["plain", "refined"])
 
 
 def _randomised(config: CompactIRConfig = TINY) -> torch.nn.Module:
@@ -36,8 +40,9 @@ def _randomised(config: CompactIRConfig = TINY) -> torch.nn.Module:
     return model
 
 
-def test_state_dict_round_trips_through_a_saved_file(tmp_path: Path) -> None:
-    model = _randomised()
+@CONFIGS
+def test_state_dict_round_trips_through_a_saved_file(tmp_path: Path, config: CompactIRConfig) -> None:
+    model = _randomised(config)
     path = tmp_path / "compactir.safetensors"
     save_file(model.state_dict(), str(path))
 
@@ -49,7 +54,7 @@ def test_state_dict_round_trips_through_a_saved_file(tmp_path: Path) -> None:
     }
     assert (descriptor.pixel_range, descriptor.min_size, descriptor.size_multiple) == (1.0, 1, 8)
     assert (descriptor.mlp_layout, descriptor.mlp_dim) == ("nchw", 8)
-    assert infer_config(model.state_dict()) == TINY
+    assert infer_config(model.state_dict()) == config
     assert descriptor.config["tasks"] == {"denoise": 1, "lowlight": 1, "sr2": 2, "sr3": 3, "sr4": 4}
 
     x = torch.rand(2, 3, 13, 10)
@@ -77,22 +82,28 @@ def test_inconsistent_weights_are_refused_with_the_reason() -> None:
         infer_config(bad_table)
     with pytest.raises(ValueError, match="'sr2' must have scale 2"):
         CompactIRConfig(tasks=(("sr2", 3),))
+    refined = _randomised(REFINED).state_dict()
+    one_plain = {k: v for k, v in refined.items() if not k.startswith("tails.sr3.refine.")}
+    with pytest.raises(WeightsError, match="same output-resolution conv or none"):
+        infer_config(one_plain)
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (5, 7), (37, 53), (64, 64)])
-def test_every_head_gives_the_scaled_size(height: int, width: int) -> None:
-    model = _randomised()
+@CONFIGS
+def test_every_head_gives_the_scaled_size(height: int, width: int, config: CompactIRConfig) -> None:
+    model = _randomised(config)
     x = torch.rand(1, 3, height, width)
     with torch.no_grad():
-        for index, (_, scale) in enumerate(TINY.tasks):
+        for index, (_, scale) in enumerate(config.tasks):
             assert model(x, index).shape == (1, 3, scale * height, scale * width)
 
 
-def test_fresh_model_is_the_identity_or_bicubic() -> None:
-    model = build_compactir(TINY).eval()
+@CONFIGS
+def test_fresh_model_is_the_identity_or_bicubic(config: CompactIRConfig) -> None:
+    model = build_compactir(config).eval()
     x = torch.rand(2, 3, 11, 19)
     with torch.no_grad():
-        for index, (name, scale) in enumerate(TINY.tasks):
+        for index, (name, scale) in enumerate(config.tasks):
             bicubic = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
             assert torch.equal(model(x, index), x if scale == 1 else bicubic), name
 

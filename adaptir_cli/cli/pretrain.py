@@ -27,6 +27,8 @@ Examples:
 
   adaptir pretrain --gt BSD400/ --tasks sr4,denoise --dim 32 --blocks 4 --steps 2000 --out small.safetensors
 
+  adaptir pretrain --gt BSD400/ --tasks denoise,derain --refine 16 --grey-share 0.25 --out x1.safetensors
+
   torchrun --nproc-per-node 8 -m adaptir_cli pretrain --gt DF2K/ --batch 8 --out base.safetensors
 
 Default tasks: {DEFAULT_TASKS} (denoise is blind, sigma 0-55; derain uses synthetic light rain).
@@ -57,6 +59,14 @@ def pretrain(
     mlp_ratio: Optional[int] = typer.Option(
         None, "--mlp-ratio", min=1, help="MLP width / feature width (default 2).", metavar="N",
     ),
+    refine: Optional[int] = typer.Option(
+        None, "--refine", min=0,
+        help="Channels of a 3x3 conv at the output resolution in every tail (default 0: none).", metavar="N",
+    ),
+    grey_share: float = typer.Option(
+        0.0, "--grey-share", min=0.0, max=1.0,
+        help="Share of the samples made grey (with grey noise), so grey photos restore well.", metavar="P",
+    ),
     exclude: Optional[Path] = opt.EXCLUDE,
     val_gt: Optional[Path] = opt.VAL_GT,
     val_fraction: float = opt.VAL_FRACTION,
@@ -85,7 +95,7 @@ def pretrain(
     try:
         config = compactir_config(
             [name.strip() for name in tasks.split(",") if name.strip()],
-            dim=dim, blocks=blocks, heads=attention_heads, window=window, mlp_ratio=mlp_ratio,
+            dim=dim, blocks=blocks, heads=attention_heads, window=window, mlp_ratio=mlp_ratio, refine=refine,
         )
     except (KeyError, ValueError) as error:
         opt.usage_failure(error)
@@ -97,7 +107,7 @@ def pretrain(
     data = DataOptions(gt=gt, exclude=exclude, val_gt=val_gt, val_fraction=val_fraction, val_crop=val_crop)
     with opt.reported_training_errors():
         outcome = run_pretrain(config, out, data, settings, device=device, resume=resume, console=stderr,
-                               show_progress=not quiet)
+                               show_progress=not quiet, grey_share=grey_share)
     if outcome.main:
         opt.report_outcome("base", outcome.base, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
                            tasks=config.head_names)

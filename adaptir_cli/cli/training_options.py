@@ -95,7 +95,8 @@ PRECISION = typer.Option(
     autocompletion=complete.precisions,
 )
 WORKERS = typer.Option(
-    default_workers(), "--workers", min=0, help="Threads that decode and degrade images (0: none).", metavar="N",
+    default_workers(), "--workers", min=0, help="Threads that decode the images; with 1 or more, the next step's crops are also cut ahead (0: none).",
+    metavar="N",
 )
 JSON_OUT = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress display.")

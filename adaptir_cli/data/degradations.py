@@ -229,6 +229,20 @@ DEGRADATIONS: dict[str, Degradation] = {
 }
 
 
+# Blind denoising (IPT-style pre-training of one head for every level): sigma drawn per sample.
+# A training degradation only: benchmarks fix the level, so it is not in DEGRADATIONS.
+BLIND_DENOISE = "denoise"
+BLIND_SIGMA = (0.0, 55.0)
+
+
+def blind_denoise() -> Degradation:
+    low, high = BLIND_SIGMA
+    return Degradation(
+        BLIND_DENOISE, 1, f"Gaussian noise, sigma uniform in [{low:g}, {high:g}] per sample (0..255 scale)",
+        lambda img, rng: add_gaussian_noise(img, float(rng.uniform(low, high)), rng),
+    )
+
+
 def get_degradation(name: str) -> Degradation:
     """The degradation for task `name`, or an error listing the known ones."""
     try:

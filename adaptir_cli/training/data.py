@@ -296,5 +296,5 @@ def prepare_images(options: DataOptions, paired: bool, seed: int, workers: int) 
 
 
 def default_workers() -> int:
-    """Threads that decode and degrade images: the cores, up to 4 (the training step needs some too)."""
+    """Threads that decode the training images: the cores, up to 4."""
     return max(1, min(4, os.cpu_count() or 1))

@@ -35,11 +35,15 @@ def degradation_for(options: DataOptions, task: str) -> str | None:
 
 
 def task_data(
-    task: str, head_index: int, prepared: PreparedData, degradation: str | None, seed: int, crop: int
+    task: str, head_index: int, prepared: PreparedData, degradation: str | None, seed: int, crop: int,
+    grey_share: float = 0.0,
 ) -> tuple[TaskData, ValidationSet | None]:
-    """What the loop samples for `task` (through head `head_index`) and what it validates on."""
+    """What the loop samples for `task` (through head `head_index`) and what it validates on
+    (`grey_share` of the samples made grey: TaskData)."""
     scale = get_task(task).scale
-    data = TaskData(task, head_index, scale, prepared.train, training_degradation(degradation) if degradation else None)
+    data = TaskData(
+        task, head_index, scale, prepared.train, training_degradation(degradation) if degradation else None, grey_share
+    )
     validation = None
     if prepared.validation is not None:
         made_with = None if prepared.validation.lq is not None else validation_degradation(degradation or task)

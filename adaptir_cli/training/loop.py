@@ -74,7 +74,7 @@ class LoopSettings:
     val_every: int = 0  # 0: validate once, at the end
     checkpoint_every: int = 0  # 0: checkpoint only when interrupted
     precision: str = "auto"  # auto: bf16 autocast on CUDA where the base allows it, else fp32
-    workers: int = 0  # threads building samples (0: in the training thread)
+    workers: int = 0  # threads decoding images; > 0 also cuts the next step's crops ahead
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "patch"):

@@ -58,20 +58,22 @@ def pretrain(
     console: Console | None = None,
     show_progress: bool = True,
     on_step: StepCallback | None = None,
+    grey_share: float = 0.0,
 ) -> PretrainOutcome:
     """Train a CompactIR base with `config` (one head per task: `compactir_config`) from scratch;
     write it to `out` (+ `out`.json). Checkpointing, resuming and torchrun behave as in `finetune`.
+    `grey_share` of the samples are made grey, with grey noise.
     """
     context = setup(device)
     try:
-        return _pretrain(config, Path(out), data, settings, context, resume, console, show_progress, on_step)
+        return _pretrain(config, Path(out), data, settings, context, resume, console, show_progress, on_step, grey_share)
     finally:
         shutdown(context)
 
 
 def _pretrain(
     config: CompactIRConfig, out: Path, data: DataOptions, settings: LoopSettings, context: Distributed,
-    resume: bool, console: Console | None, show_progress: bool, on_step: StepCallback | None,
+    resume: bool, console: Console | None, show_progress: bool, on_step: StepCallback | None, grey_share: float,
 ) -> PretrainOutcome:
     tasks = config.head_names
     if data.lq is not None or data.degradation is not None:
@@ -82,7 +84,7 @@ def _pretrain(
     prepared = prepare_images(data, False, settings.seed, settings.workers)
     check_sizes(prepared.train, max(get_task(task).scale for task in tasks), settings.patch)
     task_inputs = [
-        task_data(task, descriptor.heads[task].index, prepared, degradations[task], settings.seed, data.val_crop)
+        task_data(task, descriptor.heads[task].index, prepared, degradations[task], settings.seed, data.val_crop, grey_share)
         for task in tasks
     ]
     torch.manual_seed(settings.seed)  # the initial weights; DDP also copies rank 0's to all
@@ -99,7 +101,7 @@ def _pretrain(
     )
     model_config = asdict(config)
     identity = {"command": "pretrain", "arch": "compactir", "config": model_config, "data": data.to_json(),
-                "images": prepared.train.names}
+                "images": prepared.train.names, "grey_share": grey_share}
     checkpoint = checkpoint_path(out)
     result = train(
         trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
@@ -111,6 +113,7 @@ def _pretrain(
         "config": model_config,
         "tasks": tasks,
         "degradations": degradations,
+        "grey_share": grey_share,
         "data": prepared.summary(data),
     }
     log = log_path(out)

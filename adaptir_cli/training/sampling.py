@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
 
-from adaptir_cli.data.degradations import DEGRADATIONS, Degradation, add_gaussian_noise, get_degradation
+from adaptir_cli.data.batched import batched
+from adaptir_cli.data.degradations import BLIND_DENOISE, DEGRADATIONS, Degradation, blind_denoise, get_degradation
 from adaptir_cli.imaging.resize import modcrop
 from adaptir_cli.training.data import (
     EPOCH_STREAM,
@@ -31,19 +31,8 @@ from adaptir_cli.training.data import (
     to_float,
 )
 
-# Blind denoising (IPT-style pre-training of one head for every level): sigma drawn per sample.
-BLIND_DENOISE = "denoise"
-BLIND_SIGMA = (0.0, 55.0)
 # Blind denoising is validated at the benchmark's level, so its numbers read like the bench's.
 BLIND_VALIDATION = "denoise30"
-
-
-def blind_denoise() -> Degradation:
-    low, high = BLIND_SIGMA
-    return Degradation(
-        BLIND_DENOISE, 1, f"Gaussian noise, sigma uniform in [{low:g}, {high:g}] per sample (0..255 scale)",
-        lambda img, rng: add_gaussian_noise(img, float(rng.uniform(low, high)), rng),
-    )
 
 
 def degradation_names() -> list[str]:
@@ -67,44 +56,86 @@ def dihedral(image: np.ndarray, k: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Crop:
+    """One sample before its degradation: integer pixels HWC, already flipped/rotated."""
+
+    gt: np.ndarray
+    lq: np.ndarray | None  # the given input of paired data
+    grey: bool  # the clean crop was made grey; its noise is drawn grey too
+    rng: np.random.Generator  # the sample's stream, where its degradation goes on drawing
+
+
+def grey_pixels(rgb: np.ndarray) -> np.ndarray:
+    """An integer RGB crop as the grey photograph it would be (ITU-R BT.601 luma in all three channels).
+
+    Elementwise on purpose: a matrix product here would wake BLAS threads in the sampling thread.
+    """
+    red, green, blue = (rgb[..., c].astype(np.float32) for c in range(3))
+    luma = np.rint(0.299 * red + 0.587 * green + 0.114 * blue).astype(rgb.dtype)
+    return np.repeat(luma[..., None], 3, axis=2)
+
+
+@dataclass(frozen=True)
 class TaskData:
-    """What one task trains on: clean images and a degradation, or given pairs (`images.lq`)."""
+    """What one task trains on: clean images and a degradation, or given pairs (`images.lq`).
+
+    `grey_share` of the synthetic samples are made grey before they are degraded (so that a base
+    sees grey photographs with grey noise); 0 draws nothing for it, so older runs replay exactly.
+    """
 
     task: str
     head_index: int
     scale: int
     images: ImageSet
     degradation: Degradation | None = None
+    grey_share: float = 0.0
 
     def __post_init__(self) -> None:
         if (self.images.lq is None) == (self.degradation is None):
             raise ValueError("a task trains either on pairs or on clean images with a degradation")
+        if not 0.0 <= self.grey_share <= 1.0:
+            raise ValueError(f"the grey share must be in [0, 1], got {self.grey_share}")
+        if self.grey_share and self.degradation is None:
+            raise ValueError("given pairs are trained as they are: a grey share needs synthetic inputs")
 
-    def sample(self, image: int, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A random (lq, gt) crop pair, float32 HWC: `patch` px and `patch * scale` px."""
-        scale, gt, degradation = self.scale, self.images.gt[image], self.degradation
+    def crop(self, image: int, patch: int, rng: np.random.Generator) -> Crop:
+        """A random crop of image `image`: `patch` px of input, `patch * scale` px of ground truth."""
+        scale, gt = self.scale, self.images.gt[image]
         k = int(rng.integers(8))
-        if degradation is None:
+        if self.degradation is None:
             assert self.images.lq is not None  # __post_init__: pairs when there is no degradation
             lq = self.images.lq[image]
             top = int(rng.integers(lq.shape[0] - patch + 1))
             left = int(rng.integers(lq.shape[1] - patch + 1))
             lq_crop = lq[top : top + patch, left : left + patch]
             gt_crop = gt[top * scale : (top + patch) * scale, left * scale : (left + patch) * scale]
-            return to_float(dihedral(lq_crop, k)), to_float(dihedral(gt_crop, k))
+            return Crop(dihedral(gt_crop, k), dihedral(lq_crop, k), False, rng)
         size = patch * scale
         top = int(rng.integers(gt.shape[0] - size + 1))
         left = int(rng.integers(gt.shape[1] - size + 1))
-        # Degrading the crop, not the whole image, keeps CPU cost per sample small; the few
+        # Degrading the crop, not the whole image, keeps the cost per sample small; the few
         # border pixels the bicubic kernel sees differently do not matter for training.
-        clean = np.ascontiguousarray(to_float(dihedral(gt[top : top + size, left : left + size], k)))
-        degraded = degradation(clean, rng)
-        if degraded.shape != (patch, patch, 3):
+        clean = dihedral(gt[top : top + size, left : left + size], k)
+        grey = bool(self.grey_share) and bool(rng.random() < self.grey_share)
+        return Crop(grey_pixels(clean) if grey else clean, None, grey, rng)
+
+    def degrade(self, crops: Sequence[Crop], patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lq, gt) float32 NCHW batches of `crops`: the given inputs, or the degradation of the batch."""
+        gt = _batch_tensor([c.gt for c in crops])
+        if self.degradation is None:
+            return _batch_tensor([c.lq for c in crops]), gt  # type: ignore[misc]
+        lq = batched(self.degradation)(gt, [c.rng for c in crops], [c.grey for c in crops])
+        if tuple(lq.shape[1:]) != (3, patch, patch):
             raise DataError(
-                f"degradation {degradation.name!r} turned a {size} px crop into {degraded.shape[:2]}, "
-                f"not {patch} px: its scale does not match task {self.task}"
+                f"degradation {self.degradation.name!r} turned {patch * self.scale} px crops into "
+                f"{tuple(lq.shape[2:])}, not {patch} px: its scale does not match task {self.task}"
             )
-        return degraded, clean
+        return lq, gt
+
+
+def _batch_tensor(pixels: Sequence[np.ndarray]) -> torch.Tensor:
+    """Integer HWC crops -> one float32 (N, 3, H, W) tensor in [0, 1]."""
+    return torch.from_numpy(to_float(np.stack(pixels))).permute(0, 3, 1, 2).contiguous()
 
 
 @dataclass(frozen=True)
@@ -114,8 +145,21 @@ class Batch:
     head_index: int  # the head (task) every sample of the batch trains
 
 
+@dataclass(frozen=True)
+class Crops:
+    """A step's crops, cut (possibly ahead, in another thread) but not yet degraded."""
+
+    step: int
+    samples: list[Crop]
+
+
 class BatchSampler:
-    """Builds any slice of the global batch of any step, deterministically (see the module doc)."""
+    """Builds any slice of the global batch of any step, deterministically (see the module doc).
+
+    In two halves: `crops` (indexing and slicing, cheap enough for a side thread) and `finish`
+    (the degradation of the whole slice in torch, in the training thread, where its arithmetic
+    does not fight the model's threads for the cores).
+    """
 
     def __init__(self, tasks: Sequence[TaskData], patch: int, global_batch: int, seed: int) -> None:
         if not tasks:
@@ -129,7 +173,7 @@ class BatchSampler:
         self.seed = seed
         self.count = counts.pop()
         # (epoch, its permutation): consecutive steps share an epoch. Replaced as one tuple, so
-        # sampling threads racing on an epoch change at worst compute the permutation twice.
+        # a side thread racing on an epoch change at worst computes the permutation twice.
         self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -151,52 +195,49 @@ class BatchSampler:
         choice = np.random.default_rng([self.seed, TASK_STREAM, step]).integers(len(self.tasks))
         return self.tasks[int(choice)]
 
-    def sample(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.seed, SAMPLE_STREAM, step, index])
-        return self.task(step).sample(self.image(step, index), self.patch, rng)
-
-    def batch(self, step: int, indices: Sequence[int], pool: ThreadPoolExecutor | None = None) -> Batch:
+    def crops(self, step: int, indices: Sequence[int]) -> Crops:
         task = self.task(step)
-        build = partial(self.sample, step)
-        samples = list(pool.map(build, indices)) if pool is not None else [build(i) for i in indices]
-        lq = torch.from_numpy(np.stack([s[0] for s in samples]).transpose(0, 3, 1, 2).copy())
-        gt = torch.from_numpy(np.stack([s[1] for s in samples]).transpose(0, 3, 1, 2).copy())
+        samples = []
+        for index in indices:
+            rng = np.random.default_rng([self.seed, SAMPLE_STREAM, step, index])
+            samples.append(task.crop(self.image(step, index), self.patch, rng))
+        return Crops(step, samples)
+
+    def finish(self, crops: Crops) -> Batch:
+        task = self.task(crops.step)
+        lq, gt = task.degrade(crops.samples, self.patch)
         return Batch(lq, gt, task.head_index)
+
+    def batch(self, step: int, indices: Sequence[int]) -> Batch:
+        return self.finish(self.crops(step, indices))
 
 
 class BatchStream:
-    """This process's batches, step after step, the next one prepared while the current one trains.
-
-    `workers` threads build the samples of a batch (the degradations are numpy/OpenCV code that
-    releases the GIL); one more thread builds the next batch ahead. `workers=0` builds everything
-    in the calling thread.
-    """
+    """This process's batches, step after step; with `workers` > 0 the next step's crops are cut
+    in a side thread while the current step trains (0: everything in the calling thread)."""
 
     def __init__(self, sampler: BatchSampler, indices: Sequence[int], last_step: int, workers: int) -> None:
         self.sampler = sampler
         self.indices = list(indices)
         self.last_step = last_step
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="adaptir-sample") if workers > 0 else None
-        self.ahead = ThreadPoolExecutor(1, thread_name_prefix="adaptir-batch") if workers > 0 else None
-        self.pending: tuple[int, Future[Batch]] | None = None
+        self.ahead = ThreadPoolExecutor(1, thread_name_prefix="adaptir-crops") if workers > 0 else None
+        self.pending: Future[Crops] | None = None
 
-    def _build(self, step: int) -> Batch:
-        return self.sampler.batch(step, self.indices, self.pool)
+    def _crops(self, step: int) -> Crops:
+        return self.sampler.crops(step, self.indices)
 
     def get(self, step: int) -> Batch:
-        if self.pending is not None and self.pending[0] == step:
-            batch = self.pending[1].result()
-        else:
-            batch = self._build(step)
+        crops = self.pending.result() if self.pending is not None else None
+        if crops is None or crops.step != step:
+            crops = self._crops(step)
         self.pending = None
         if self.ahead is not None and step + 1 < self.last_step:
-            self.pending = (step + 1, self.ahead.submit(self._build, step + 1))
-        return batch
+            self.pending = self.ahead.submit(self._crops, step + 1)
+        return self.sampler.finish(crops)
 
     def close(self) -> None:
-        for pool in (self.ahead, self.pool):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        if self.ahead is not None:
+            self.ahead.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> "BatchStream":
         return self

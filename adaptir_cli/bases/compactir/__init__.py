@@ -23,6 +23,7 @@ from adaptir_cli.bases.loading import WeightsError
 MLP_PATTERN = r"body\.\d+\.mlp"
 _HEAD_KEY = re.compile(r"heads\.([^.]+)\.conv\.weight")
 _TAIL_KEY = re.compile(r"tails\.([^.]+)\.conv\.weight")
+_REFINE_KEY = re.compile(r"tails\.([^.]+)\.refine\.weight")
 _BLOCK_KEY = re.compile(r"body\.(\d+)\.")
 _SIGNATURE = ("body.0.attn.relative_bias", "body.0.mlp.fc1.weight", "body_end.weight")
 
@@ -40,8 +41,13 @@ def infer_config(state: StateDict) -> CompactIRConfig:
         raise WeightsError(
             f"CompactIR weights need one head and one tail per task; heads {sorted(heads)}, tails {sorted(tails)}"
         )
+    # Tails with an output-resolution conv (refine > 0): its input is `refine` channels + RGB.
+    widths = {m.group(1): state[key].shape[1] - 3 for key in state if (m := _REFINE_KEY.fullmatch(key))}
+    if widths and (widths.keys() != tails.keys() or len(set(widths.values())) != 1):
+        raise WeightsError(f"CompactIR tails must all have the same output-resolution conv or none; got {widths}")
+    refine = next(iter(widths.values()), 0)
     try:
-        tasks = tuple((name, infer_scale(heads[name].shape[1], tails[name].shape[0])) for name in heads)
+        tasks = tuple((name, infer_scale(heads[name].shape[1], tails[name].shape[0], refine or 3)) for name in heads)
     except ValueError as error:
         raise WeightsError(f"CompactIR weights have a head/tail pair of unknown shape: {error}") from None
     heads_count, table = state["body.0.attn.relative_bias"].shape
@@ -55,7 +61,8 @@ def infer_config(state: StateDict) -> CompactIRConfig:
     blocks = 1 + max(int(m.group(1)) for key in state if (m := _BLOCK_KEY.match(key)))
     try:
         return CompactIRConfig(
-            dim=dim, blocks=blocks, heads=heads_count, window=window, mlp_ratio=hidden // dim, tasks=tasks
+            dim=dim, blocks=blocks, heads=heads_count, window=window, mlp_ratio=hidden // dim, tasks=tasks,
+            refine=refine,
         )
     except ValueError as error:
         raise WeightsError(f"these CompactIR weights imply an unusable configuration: {error}") from None

@@ -7,7 +7,11 @@ Built like IPT - one head and one tail per task around a shared transformer body
 - x1 heads pixel-unshuffle by 2 and their tails pixel-shuffle by 2, so denoising or deraining a
   512 x 512 image runs the body on 256 x 256 (4x cheaper); SR heads run the body at LR resolution;
 - the output is a correction added to the input (x1) or to its bicubic up-sampling (SR), and the
-  last conv of every tail starts at zero: a freshly built model is the identity / bicubic.
+  last conv of every tail starts at zero: a freshly built model is the identity / bicubic;
+- with `refine` > 0 a tail's sub-pixel conv makes `refine` channels at the output resolution and
+  one more 3x3 conv there, which also sees the input, mixes the 2x2 phases: without it, every
+  output pixel of a 2x2 cell comes from its own channel of the half-resolution body, and an
+  adapter's small error per channel shows as a 2-pixel checkerboard on flat areas.
 
 Each block's feed-forward is the submodule `body.{i}.mlp` and receives exactly norm2(x), so that
 AdaptIR adapters wrap it from outside as the paper places them.
@@ -43,12 +47,15 @@ class CompactIRConfig:
     window: int = 8
     mlp_ratio: int = 2
     tasks: tuple[tuple[str, int], ...] = DEFAULT_TASKS
+    refine: int = 0  # channels of the tails' output-resolution conv; 0: the first design, without it
 
     def __post_init__(self) -> None:
         for name in ("dim", "blocks", "heads", "window", "mlp_ratio"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CompactIRConfig.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
+            raise ValueError(f"CompactIRConfig.refine must be an integer >= 0, got {self.refine!r}")
         if self.dim % self.heads:
             raise ValueError(f"CompactIR dim {self.dim} must be divisible by heads {self.heads}")
         if self.window % 2:
@@ -251,20 +258,28 @@ class TaskHead(nn.Module):
 
 
 class TaskTail(nn.Module):
-    """Sub-pixel conv from the body's map back to RGB at `scale` x the input size.
+    """Sub-pixel conv from the body's map back to RGB at `scale` x the input size, or, with
+    `refine` > 0, to `refine` channels there and a 3x3 conv over them and the input's up-sampling.
 
-    The conv starts at zero so that an untrained tail adds nothing to the global residual.
+    The last conv starts at zero so that an untrained tail adds nothing to the global residual.
     """
 
-    def __init__(self, scale: int, dim: int) -> None:
+    def __init__(self, scale: int, dim: int, refine: int = 0) -> None:
         super().__init__()
         self.factor = scale * body_stride(scale)
-        self.conv = nn.Conv2d(dim, 3 * self.factor**2, 3, padding=1)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
+        self.conv = nn.Conv2d(dim, (refine or 3) * self.factor**2, 3, padding=1)
+        self.refine = nn.Conv2d(refine + 3, 3, 3, padding=1) if refine else None
+        last = self.refine if self.refine is not None else self.conv
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.conv(f), self.factor)
+    def forward(self, f: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """`base` is the global residual at the output size (the input or its up-sampling)."""
+        out = F.pixel_shuffle(self.conv(f), self.factor)
+        if self.refine is None:
+            return out
+        out = out[:, :, : base.shape[-2], : base.shape[-1]]
+        return self.refine(torch.cat((F.gelu(out), base), dim=1))
 
 
 class CompactIR(nn.Module):
@@ -279,7 +294,7 @@ class CompactIR(nn.Module):
         self.body = nn.ModuleList(Block(config, shifted=i % 2 == 1) for i in range(config.blocks))
         # Long skip over the body, as in SwinIR: the blocks learn a residual on the head's features.
         self.body_end = nn.Conv2d(config.dim, config.dim, 3, padding=1)
-        self.tails = nn.ModuleDict({name: TaskTail(scale, config.dim) for name, scale in config.tasks})
+        self.tails = nn.ModuleDict({name: TaskTail(scale, config.dim, config.refine) for name, scale in config.tasks})
 
     def forward(self, x: torch.Tensor, head: int = 0) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -302,8 +317,8 @@ class CompactIR(nn.Module):
         for block in self.body:
             features = block(features, cuts)
         f = f + self.body_end(features)
-        out = self.tails[name](f)[:, :, : scale * height, : scale * width]
-        return out + upsample(x, scale)
+        base = upsample(x, scale)
+        return self.tails[name](f, base)[:, :, : scale * height, : scale * width] + base
 
 
 def upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -313,14 +328,17 @@ def upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
-def infer_scale(head_in_channels: int, tail_out_channels: int) -> int:
-    """Output scale of a head/tail pair: tail factor / head stride (x1 and sr2 tails are both 12-wide)."""
+def infer_scale(head_in_channels: int, tail_out_channels: int, tail_channels: int = 3) -> int:
+    """Output scale of a head/tail pair: tail factor / head stride (x1 and sr2 tails are both 12-wide).
+
+    `tail_channels` is what the sub-pixel conv makes per output pixel: 3 (RGB), or `refine`.
+    """
     stride = math.isqrt(head_in_channels // 3)
-    factor = math.isqrt(tail_out_channels // 3)
-    if 3 * stride**2 != head_in_channels or 3 * factor**2 != tail_out_channels or factor % stride:
+    factor = math.isqrt(tail_out_channels // tail_channels)
+    if 3 * stride**2 != head_in_channels or tail_channels * factor**2 != tail_out_channels or factor % stride:
         raise ValueError(
             f"head input width {head_in_channels} and tail output width {tail_out_channels} "
-            "are not 3 x stride^2 and 3 x (scale x stride)^2"
+            f"are not 3 x stride^2 and {tail_channels} x (scale x stride)^2"
         )
     scale = factor // stride
     if body_stride(scale) != stride:
