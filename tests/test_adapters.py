@@ -422,6 +422,24 @@ def test_adaptir_ablations_drop_their_modules() -> None:
         AdaptIRConfig(local=False, frequency=False)
 
 
+def test_adaptir_without_batch_norm_computes_the_same_in_training_and_inference() -> None:
+    """BatchNorm's running statistics differ from a batch's; the per-pixel LayerNorm has none."""
+    torch.manual_seed(0)
+    with_bn, without = AdaptIR(24, AdaptIRConfig(hidden=8)), AdaptIR(24, AdaptIRConfig(hidden=8, batch_norm=False))
+    assert isinstance(with_bn.down[1], nn.BatchNorm2d) and not isinstance(without.down[1], nn.BatchNorm2d)
+    for adapter in (with_bn, without):
+        nn.init.normal_(adapter.up.weight)  # a trained adapter: its output is not 0
+    x = torch.randn(3, 24, 8, 8) * 4 + 1
+    with torch.no_grad():
+        trained = [adapter.train()(x) for adapter in (with_bn, without)]
+        inferred = [adapter.eval()(x) for adapter in (with_bn, without)]
+        alone = without.eval()(x[:1])
+    assert not torch.allclose(trained[0], inferred[0], atol=1e-3), "BatchNorm does depend on the mode"
+    torch.testing.assert_close(trained[1], inferred[1])
+    torch.testing.assert_close(alone, inferred[1][:1])  # and on nothing else in the batch
+    assert not any(b for _, b in without.named_buffers()), "nothing to carry in the file but weights"
+
+
 def test_lora_merges_exactly_the_low_rank_update() -> None:
     layer = nn.Linear(6, 5)
     lora = LoRA(layer, LoRAConfig(rank=2, alpha=3.0))

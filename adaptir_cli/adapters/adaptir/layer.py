@@ -16,6 +16,7 @@ from torch.nn import init
 
 from adaptir_cli.adapters.adaptir.config import AdaptIRConfig
 from adaptir_cli.adapters.fields import reduced
+from adaptir_cli.bases.layers import ChannelLayerNorm
 
 _KERNEL = 3
 
@@ -102,7 +103,8 @@ class AdaptIR(nn.Module):
         config = config or AdaptIRConfig()
         hidden = config.hidden_width(dim)
         # BatchNorm carries running statistics: an adapter's state includes its buffers.
-        self.down = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.BatchNorm2d(hidden))
+        norm = nn.BatchNorm2d(hidden) if config.batch_norm else ChannelLayerNorm(hidden)
+        self.down = nn.Sequential(nn.Conv2d(dim, hidden, 1), norm)
         self.local = LowRankDepthwise(hidden, config.rank_for(hidden)) if config.local else None
         self.frequency = FrequencyBranch(hidden) if config.frequency else None
         self.channel_score = ChannelScore(hidden) if config.channel else None

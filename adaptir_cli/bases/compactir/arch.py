@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptir_cli.bases.lmlt.arch import ChannelLayerNorm
+from adaptir_cli.bases.layers import ChannelLayerNorm
 
 # x1 heads run the body at 1/X1_BODY_STRIDE of the image resolution (pixel-unshuffle in the head).
 X1_BODY_STRIDE = 2

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptir_cli.bases.layers import ChannelLayerNorm
+
 # The spec fixes the window; it cannot be read from tensor shapes (no relative-position tables).
 WINDOW_SIZE = 8
-LAYER_NORM_EPS = 1e-6
 
 
 def padding_multiple(levels: int, window_size: int = WINDOW_SIZE) -> int:
@@ -29,20 +30,6 @@ def padding_multiple(levels: int, window_size: int = WINDOW_SIZE) -> int:
 def min_input_size(levels: int, window_size: int = WINDOW_SIZE) -> int:
     """Smallest side the reflect padding accepts: torch needs pad < size, and pad < multiple."""
     return padding_multiple(levels, window_size) // 2 + 1
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels of an NCHW map, at every pixel (eps 1e-6, as trained)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, LAYER_NORM_EPS)
-        return x.permute(0, 3, 1, 2)
 
 
 class WindowAttention(nn.Module):
