@@ -7,6 +7,7 @@ script gets exactly what the command line gets:
 
     restored = api.restore_array(rgb, "sr4")                 # EMT x4, shipped in the package
     results = api.restore_files(["photos/"], "out/", "derain")
+    api.choose_task(rgb).task                                # what "auto" would run: "derain", ...
     api.finetune("lowlight", gt="clean/", out="lowlight.safetensors", steps=300)
 
 Lower-level pieces stay importable (`adaptir_cli.restorer.Restorer`, `adaptir_cli.bench`,
@@ -22,16 +23,24 @@ from typing import Any
 
 import numpy as np
 
+from adaptir_cli.auto_task import AutoChoice, choose_tasks, classify
 from adaptir_cli.batch import Job, JobResult, plan_jobs, run_jobs
 from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.imaging.io import DEFAULT_QUALITY
 from adaptir_cli.restorer import Restorer, TileSettings, to_numpy, to_tensor
+from adaptir_cli.tasks import AUTO
 from adaptir_cli.weights.resolve import adapter_file, base_for, default_adapter, load_base
 
 __all__ = [
-    "Restorers", "adapter_file", "base_for", "default_adapter", "finetune", "load_base", "restore_array",
-    "restore_files",
+    "Restorers", "adapter_file", "base_for", "choose_task", "default_adapter", "finetune", "load_base",
+    "restore_array", "restore_files",
 ]
+
+
+def choose_task(rgb: np.ndarray) -> AutoChoice:
+    """The task `--task auto` picks for one float32 RGB image (H, W, 3) in [0, 1], with the
+    class the classifier saw and its probabilities (docs/auto-task.md)."""
+    return classify(np.asarray(rgb, dtype=np.float32))
 
 
 class Restorers:
@@ -82,8 +91,11 @@ def restore_array(
 ) -> np.ndarray:
     """Restore one float32 RGB image (H, W, 3) in [0, 1]; returns float32 (sH, sW, 3) in [0, 1].
 
-    Pass the same `restorers` to many calls to load each base only once.
+    `task` "auto" lets the classifier pick it (`choose_task`). Pass the same `restorers` to many
+    calls to load each base only once.
     """
+    if task == AUTO:
+        task = choose_task(rgb).task
     restorers = restorers or Restorers(base, device=device)
     restorer = restorers.select(task, adapter)
     output, _ = restorer.restore(to_tensor(np.asarray(rgb, dtype=np.float32)), TileSettings(tile=tile, overlap=overlap))
@@ -123,13 +135,15 @@ def restore_files(
 ) -> list[JobResult]:
     """Restore files and folders into `output_dir` as `adaptir restore` does; one result per image.
 
-    As there, `output_dir` may name the image file written for one input file.
+    As there, `output_dir` may name the image file written for one input file, and `task` "auto"
+    picks each image's task (an unreadable image then fails before any base loads).
     """
     adapters = [adapter_file(adapter)] if adapter is not None else None
     jobs = plan_jobs([Path(p) for p in inputs], Path(output_dir), [task], adapters, recursive=recursive,
                      suffix=suffix, ext=ext)
+    jobs, _, unreadable = choose_tasks(jobs)
     restorers = Restorers(base, device=device)
-    return [
+    return unreadable + [
         result
         for restorer, group in plan_restore(jobs, restorers, use_defaults=adapter is None)
         for result in run_jobs(restorer, group, settings, overwrite=overwrite, quality=quality)

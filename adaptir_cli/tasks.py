@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Not a task: `--task auto` lets a classifier pick one per image (adaptir_cli/auto_task.py).
+AUTO = "auto"
+
 
 @dataclass(frozen=True)
 class Task:

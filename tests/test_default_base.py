@@ -171,7 +171,8 @@ def test_built_wheel_carries_the_bundled_weights_and_licences(tmp_path: Path) ->
     wheel = next(tmp_path.glob("adaptir-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     manifest = default_manifest()
-    shipped = {e.path for e in (*manifest.bases.values(), *manifest.adapters.values()) if e.path is not None}
+    everything = (*manifest.bases.values(), *manifest.adapters.values(), *manifest.classifiers.values())
+    shipped = {e.path for e in everything if e.path is not None}
     shipped |= {e.license_file for e in manifest.bases.values() if e.license_file is not None}
     for path in shipped:
         assert f"adaptir_cli/weights/bundled/{path.name}" in names, path.name

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from adaptir_cli.runtime import PRECISIONS
-from adaptir_cli.tasks import TASKS
+from adaptir_cli.tasks import AUTO, TASKS
 from adaptir_cli.weights.manifest import default_manifest
 
 # cuda:N is typed by hand: the GPUs of the machine the shell runs on are not worth a CUDA start.
@@ -22,6 +22,11 @@ def _starting(values: Iterable[str], incomplete: str) -> list[str]:
 
 def tasks(incomplete: str) -> list[str]:
     return _starting(TASKS, incomplete)
+
+
+def restore_tasks(incomplete: str) -> list[str]:
+    """restore alone also takes `auto` (a classifier picks each image's task)."""
+    return _starting([*TASKS, AUTO], incomplete)
 
 
 def bases(incomplete: str) -> list[str]:

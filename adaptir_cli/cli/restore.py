@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from adaptir_cli.api import Restorers, plan_restore
 from adaptir_cli.batch import STDIO, Job, JobPlanError, JobResult, names_one_image, plan_jobs, run_jobs
+from adaptir_cli.cli import auto_choice
 from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli import run_options
 from adaptir_cli.cli.common import fail, fail_with, loading_weights, print_json, split_hint, stderr, usage_error
@@ -27,7 +28,7 @@ from adaptir_cli.cli.run_options import (
 )
 from adaptir_cli.imaging.io import DEFAULT_QUALITY
 from adaptir_cli.restorer import Restorer, TileSettings
-from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
+from adaptir_cli.tasks import AUTO, TASKS, UnknownTaskError, get_task
 
 EXAMPLES = """
 Examples:
@@ -42,6 +43,8 @@ Examples:
 
   adaptir restore noisy/ out/ --task denoise --recursive --ext png
 
+  adaptir restore photos/ out/ --task auto
+
   adaptir restore a.png b.png out/ --task sr4 --task lr4-noise30 --adapter '' --adapter lr4n30.safetensors
 
   adaptir restore big.tif out/ --task sr2 --base emt-x2 --tile 192 --device cuda --json > summary.json
@@ -55,8 +58,9 @@ def restore(
         "(result.png). '-' reads standard input / writes standard output.",
     ),
     task: list[str] = typer.Option(
-        ..., "--task", "-t", help=f"Task ({', '.join(TASKS)}); repeat once per input to mix tasks.", metavar="TASK",
-        autocompletion=complete.tasks,
+        ..., "--task", "-t", help=f"Task ({', '.join(TASKS)}), or {AUTO}: chosen per image by a small classifier "
+        "(docs/auto-task.md); repeat once per input to mix tasks.", metavar="TASK",
+        autocompletion=complete.restore_tasks,
     ),
     base: Optional[str] = typer.Option(
         None, "--base", "-b",
@@ -99,7 +103,8 @@ def restore(
     adapters = resolve_adapters(adapter)
     try:
         for name in task:
-            get_task(name)
+            if name != AUTO:
+                get_task(name)
         jobs = plan_jobs(inputs, output, task, adapters, recursive=recursive, suffix=suffix, ext=ext)
     except (JobPlanError, UnknownTaskError) as error:
         usage_error(*split_hint(error))
@@ -107,10 +112,14 @@ def restore(
         fail("no images found in the inputs", "pass image files, or folders holding them (--recursive for sub-folders)")
     if output != STDIO:
         check_output_folder(output.parent if names_one_image(output) else output)
+    # --task auto: each such image gets its task (and so its base) before the bases load.
+    runnable, choices, unreadable = auto_choice.choose(jobs, max_megapixels=size_limit(max_megapixels), quiet=quiet)
+    for result in unreadable:
+        _report(stderr, result, quiet)
 
     restorers = Restorers(base, device=device, precision=precision)
     with loading_weights("the bases"):  # each task's base (--base, else the task's default), each loaded once
-        groups = plan_restore(jobs, restorers, use_defaults=not adapter)
+        groups = plan_restore(runnable, restorers, use_defaults=not adapter)
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
     for restorer, group in groups:
         check_tiles(restorer, settings)
@@ -124,7 +133,7 @@ def restore(
         _run(
             groups, settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels),
             quality=quality, quiet=quiet,
-        ),
+        ) + unreadable,
         key=lambda result: order[result.job.output],
     )
 
@@ -139,7 +148,10 @@ def restore(
             "ok": sum(r.status == "ok" for r in results),
             "skipped": sum(r.status == "skipped" for r in results),
             "failed": len(failed),
-            "images": [{**r.to_json(), "base": base_of[r.job.output]} for r in results],
+            "images": [
+                {**r.to_json(), "base": base_of.get(r.job.output), **auto_choice.to_json(choices, r.job.output)}
+                for r in results
+            ],
         })
     if failed:
         stderr.print(f"[red]{len(failed)} of {len(results)} images failed.[/]")

@@ -112,6 +112,8 @@ class Manifest:
     adapters: dict[str, AdapterEntry]
     # task -> the base every command uses for it when no --base is given (bundled: works offline).
     defaults: dict[str, str] = field(default_factory=dict)
+    # Other shipped networks, by name: the `--task auto` classifier (adaptir_cli/auto_task.py).
+    classifiers: dict[str, WeightsEntry] = field(default_factory=dict)
 
     def default_base_for(self, task: str) -> BaseEntry | None:
         name = self.defaults.get(task)
@@ -156,10 +158,10 @@ def load_manifest(path: Path, *, bundled_dir: Path = BUNDLED_DIR) -> Manifest:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ManifestError(f"cannot read the weights manifest {path}: {error}") from error
-    unknown_tables = set(data) - {"bases", "adapters", "defaults"}
+    unknown_tables = set(data) - {"bases", "adapters", "defaults", "classifiers"}
     if unknown_tables:
         raise ManifestError(
-            f"{path}: unknown top-level table(s) {sorted(unknown_tables)}; expected bases, adapters, defaults"
+            f"{path}: unknown top-level table(s) {sorted(unknown_tables)}; expected bases, adapters, defaults, classifiers"
         )
     context = _Context(path, bundled_dir)
     bases = {name: context.entry(BaseEntry, name, raw) for name, raw in data.get("bases", {}).items()}
@@ -167,8 +169,9 @@ def load_manifest(path: Path, *, bundled_dir: Path = BUNDLED_DIR) -> Manifest:
     for entry in adapters.values():
         if entry.base not in bases:
             raise ManifestError(f"{path}: adapter {entry.name} names base {entry.base!r}, which is not in [bases]")
+    classifiers = {name: context.entry(WeightsEntry, name, raw) for name, raw in data.get("classifiers", {}).items()}
     defaults = data.get("defaults", {})
-    manifest = Manifest(path=path, bases=bases, adapters=adapters, defaults=dict(defaults))
+    manifest = Manifest(path=path, bases=bases, adapters=adapters, defaults=dict(defaults), classifiers=classifiers)
     for task, name in defaults.items():
         context.check_default(task, name, manifest)
     return manifest
