@@ -447,7 +447,7 @@ def test_finetune_without_training_flags_uses_the_measured_defaults(clean_dir: P
     ])
     assert result.exit_code == 0, result.output
     settings = json.loads(out.with_suffix(".json").read_text())["settings"]
-    assert (settings["lr"], settings["batch"], settings["patch"]) == (5e-4, 16, 48)
+    assert (settings["lr"], settings["batch"], settings["patch"]) == (1e-3, 16, 48)
     assert settings["schedule"]["kind"] == "cosine" and settings["grad_clip"] == 1.0
     # Hidden width 16 on CompactIR's 96-wide MLPs: 18,080 trainable parameters (width 8: 8,152).
     assert json.loads(result.stdout)["trainable_parameters"] == 18_080

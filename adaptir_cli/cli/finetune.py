@@ -94,7 +94,8 @@ def finetune(
     batch: int = opt.BATCH,
     patch: int = opt.PATCH,
     lr: float = typer.Option(
-        FINETUNE_DEFAULTS["lr"], "--lr", min=0.0, help="Peak learning rate (the paper's: 1e-4).", metavar="RATE",
+        FINETUNE_DEFAULTS["lr"], "--lr", min=0.0, help="Peak learning rate (the paper's: 1e-4; EMT x4: 5e-4).",
+        metavar="RATE",
     ),
     schedule: str = opt.SCHEDULE,
     warmup: Optional[int] = opt.WARMUP,

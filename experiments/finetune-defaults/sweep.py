@@ -43,7 +43,8 @@ TABLE_END = "<!-- end of the finetune-defaults sweep -->"
 STEPS = 300
 CHECK_GAIN_DB = 0.5  # issue 14: the blur + JPEG case must gain this much in 300 steps
 
-# The paper's recipe, which were the defaults before this sweep: the first row of every case.
+# The paper's rate, batch, crop and width (with the cosine schedule): the defaults before this
+# sweep, the first row of every case.
 PAPER = ["--lr", "1e-4", "--batch", "16", "--patch", "48", "--hidden", "8"]
 # Run name -> the training flags it adds to the case's command (nothing: the current defaults).
 GRID: dict[str, list[str]] = {
@@ -161,7 +162,8 @@ def table() -> str:
             r = json.loads(path.read_text())
             curve = r["validation_curve"]
             cells = [
-                case, name, f"`{' '.join(r['flags'])}`" if r["flags"] else "(defaults)", f"{r['trainable_parameters']:,}",
+                case, name, f"`{' '.join(r['flags'])}`" if r["flags"] else "(defaults)",
+                f"{r['trainable_parameters']:,}",
                 f"{r['base_psnr']:.2f}", *(f"{curve[str(s)]:.2f}" if str(s) in curve else "" for s in (100, 200, 300)),
                 f"{r['gain_db']:+.2f}", f"{r['seconds']:.0f}",
             ]
