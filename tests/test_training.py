@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from adaptir_cli.adapters import adapter_state_dict, inject, read_adapter, remove_adapters
+from adaptir_cli.adapters.adaptir import AdaptIRConfig
 from adaptir_cli.adapters.lora import LoRAConfig
 from adaptir_cli.bases import LoadedBase, load_base_file
 from adaptir_cli.bases.ipt import IPT, TINY_CONFIG, official_state_dict
@@ -44,7 +45,7 @@ from adaptir_cli.training.data import (
 )
 from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData, training_degradation
 from adaptir_cli.bases.loading import tensor_digest
-from adaptir_cli.training.finetune import base_state, finetune
+from adaptir_cli.training.finetune import base_state, finetune, finetune_config
 from adaptir_cli.training.loop import LoopSettings, TrainingInterrupted
 from adaptir_cli.training.schedule import Schedule
 
@@ -433,6 +434,27 @@ def test_finetune_reports_the_gain_over_the_bare_base_and_warns_without_one(
     text = " ".join(result.stderr.split())
     assert f"validation PSNR: base {before:.2f} dB, adapter {after:.2f} dB ({after - before:+.2f})" in text
     assert "does not beat the bare base" in text  # an lr of 1e-12 changes nothing
+
+
+def test_finetune_without_training_flags_uses_the_measured_defaults(clean_dir: Path, tmp_path: Path) -> None:
+    """The defaults chosen by experiments/finetune-defaults (docs/training.md), not the paper's
+    500-epoch recipe (lr 1e-4, batch 16, 48 px, hidden 8 on this base): what a user gets who gives
+    no training flag, from the command and from the library alike."""
+    out = tmp_path / "denoise.safetensors"
+    result = runner.invoke(app, [
+        "finetune", "--base", "compactir-default", "--task", "denoise", "--gt", str(clean_dir), "--out", str(out),
+        "--steps", "2", "--device", "cpu", "--workers", "0", "--quiet", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    settings = json.loads(out.with_suffix(".json").read_text())["settings"]
+    assert (settings["lr"], settings["batch"], settings["patch"]) == (1e-3, 16, 48)
+    assert settings["schedule"]["kind"] == "cosine" and settings["grad_clip"] == 1.0
+    # Hidden width 16 on CompactIR's 96-wide MLPs: 18,080 trainable parameters (width 8: 8,152).
+    assert json.loads(result.stdout)["trainable_parameters"] == 18_080
+    assert read_adapter(out).config == AdaptIRConfig(min_hidden=16)
+    library = LoopSettings.from_options(steps=2)  # what api.finetune and the experiments fill in
+    assert (library.lr, library.batch, library.patch) == (settings["lr"], settings["batch"], settings["patch"])
+    assert finetune_config("adaptir") == read_adapter(out).config
 
 
 def test_finetune_command_errors(tiny_emt_file: Path, clean_dir: Path, tmp_path: Path) -> None:

@@ -55,9 +55,13 @@ class Method:
         except TypeError as error:  # unknown field names
             raise ValueError(f"invalid {self.name} config {dict(data)}: {error}") from None
 
+    def fields_from_strings(self, values: Mapping[str, str]) -> dict[str, Any]:
+        """Command-line `KEY=VALUE` texts, each converted to its field's type (ValueError if it has none)."""
+        return {key: parse_field(self.config_class, key, text) for key, text in values.items()}
+
     def config_from_strings(self, values: Mapping[str, str]) -> Any:
         """A config from command-line `KEY=VALUE` texts, each converted to its field's type."""
-        return self.config_from_dict({key: parse_field(self.config_class, key, text) for key, text in values.items()})
+        return self.config_from_dict(self.fields_from_strings(values))
 
     def check_config(self, config: Any) -> None:
         if not isinstance(config, self.config_class):

@@ -136,7 +136,8 @@ def report_outcome(
                 stderr.print(
                     f"[yellow]Warning:[/] the {kind} does not beat the bare base on the validation images "
                     f"(by {MIN_GAIN_DB} dB or more).\n"
-                    "[yellow]Hint:[/] train longer (--steps), try a higher --lr, or give more or more varied images.",
+                    "[yellow]Hint:[/] train longer (--steps), try a wider adapter (--hidden 32) or another --lr, or give "
+                    "more or more varied images.",
                     highlight=False, soft_wrap=True,
                 )
     if json_out:

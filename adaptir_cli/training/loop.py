@@ -52,9 +52,10 @@ from adaptir_cli.training.validation import ValidationSet, evaluate, mean_psnr
 
 
 # Defaults of `adaptir finetune`'s loop flags (also what an experiment's [train] leaves out means).
-# The learning rate is the paper's; `adaptir pretrain` has its own (PRETRAIN_LR).
+# The learning rate is for a user's few hundred CPU steps, not the paper's 500 epochs at 1e-4:
+# docs/training.md, "Defaults for a user's budget". `adaptir pretrain` has its own (PRETRAIN_LR).
 FINETUNE_DEFAULTS: dict[str, Any] = {
-    "steps": 5000, "batch": 16, "patch": 48, "lr": 1e-4, "schedule": "cosine", "warmup": None,
+    "steps": 5000, "batch": 16, "patch": 48, "lr": 1e-3, "schedule": "cosine", "warmup": None,
     "weight_decay": 0.0, "grad_clip": 1.0, "seed": 0, "val_every": 500, "checkpoint_every": 500,
     "precision": "auto", "workers": None,
 }
