@@ -19,7 +19,9 @@ exclude=experiments/default/rain100l_backgrounds.txt
 PLAN=("lr4-noise30 5e-4 32 2000" "lr4-jpeg30 2e-4 32 1200")
 # The adapter's BatchNorm computes differently at inference (docs/training.md): a per-pixel
 # LayerNorm instead (150 sweep steps: 21.91 dB against BatchNorm's 21.55, and no gap).
-METHOD_SET=(--set batch_norm=false)
+# min_hidden is moot beside --hidden; pinned to the method's own 8 (finetune's default floor is 16)
+# so that the run that started before that default changed resumes with the same identity.
+METHOD_SET=(--set batch_norm=false --set min_hidden=8)
 
 finetune() {  # task lr hidden steps out [extra...]; continues from the run's checkpoint if there is one
     local task=$1 lr=$2 hidden=$3 steps=$4 out=$5
