@@ -23,10 +23,23 @@ from adaptir_cli.imaging.device_samples import device_samples
 from adaptir_cli.imaging.io import ImageWriteError, OutputPlan, plan_output, read_image, resize_alpha
 from adaptir_cli.imaging.tiling import Tile
 from adaptir_cli.output_writer import InOrder, OutputWriter
-from adaptir_cli.restorer import MAX_AUTO_BATCH, Restorer, TileSettings, batch_for_memory, to_numpy, to_tensor
+from adaptir_cli.restorer import (
+    MAX_AUTO_BATCH,
+    Restorer,
+    RestoreError,
+    TileSettings,
+    batch_for_memory,
+    to_numpy,
+    to_tensor,
+)
 
 runner = CliRunner()
 GIB = 1 << 30
+# The CUDA run of a test: collected by `pytest -m cuda` (benchmarks/gpu_suite.py), skipped without a GPU.
+ON_CUDA = pytest.param("cuda", marks=[
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.is_available() is false"),
+])
 
 
 @pytest.fixture
@@ -70,7 +83,13 @@ def _host_pipeline(restorer: Restorer, source: Path, target: Path, settings: Til
     plan.write(plan.samples(to_numpy(output), alpha))
 
 
-def test_pipeline_writes_the_same_bytes_as_quantising_and_writing_on_the_host(tmp_path: Path, restorer: Restorer) -> None:
+@pytest.mark.parametrize("device", ["cpu", ON_CUDA])
+def test_pipeline_writes_the_same_bytes_as_quantising_and_writing_on_the_host(
+    tmp_path: Path, tiny_emt_file: Path, device: str
+) -> None:
+    """On CUDA this covers the device's luma, rounding and 16-bit samples, and the pinned copies."""
+    restorer = Restorer(load_base_file(tiny_emt_file), device=device)
+    restorer.use("sr2")
     inputs, out, expected = tmp_path / "in", tmp_path / "out", tmp_path / "expected"
     inputs.mkdir()
     for name, mode, depth in FORMATS:
@@ -252,3 +271,20 @@ def test_cpu_keeps_its_default_batch(restorer: Restorer, monkeypatch: pytest.Mon
     assert restorer.tile_batch(TileSettings(), _tiles(9)) == 1
     _, stats = restorer.restore(torch.rand(1, 3, 100, 100), TileSettings(tile=64, overlap=8))
     assert stats.batch == 1 and stats.tiles == 4
+
+
+def test_non_finite_fp32_output_fails_the_image_once_its_last_tile_is_done(restorer: Restorer) -> None:
+    forwards: list[int] = []
+
+    def poison_the_second(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        forwards.append(len(forwards))
+        return output * float("nan") if len(forwards) == 2 else output
+
+    hook = restorer.base.module.register_forward_hook(poison_the_second)
+    try:
+        with pytest.raises(RestoreError, match="non-finite values in fp32"):
+            restorer.restore(torch.rand(1, 3, 100, 100), TileSettings(tile=64, overlap=8))
+    finally:
+        hook.remove()
+    # Read once per image, so that the host never waits for a batch to finish.
+    assert len(forwards) == 4

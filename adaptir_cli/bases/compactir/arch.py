@@ -150,6 +150,8 @@ def cut_windows(height: int, width: int, window: int, shifted: bool, device: tor
     The result is shared between calls (see CACHED_CUT_PIXELS): never modify its tensors.
     """
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # one cache entry for "cuda" and "cuda:0"
+        device = torch.device("cuda", torch.cuda.current_device())
     if height * width > CACHED_CUT_PIXELS:
         return _build_cut(height, width, window, shifted, device)
     return _cached_cut(height, width, window, shifted, device)
