@@ -220,3 +220,15 @@ def test_maps_above_the_cache_limit_are_cut_afresh(monkeypatch: pytest.MonkeyPat
     assert small is cut_windows(8, 8, 4, True, "cpu")
     assert large is not cut_windows(8, 12, 4, True, "cpu")
     assert torch.equal(large.order, cut_windows(8, 12, 4, True, "cpu").order)
+
+
+@pytest.mark.parametrize("mask_windows", [None, 1, 7])  # no mask, one shared by all windows, one per window
+def test_window_attention_in_chunks_equals_one_call(monkeypatch: pytest.MonkeyPatch, mask_windows: int | None) -> None:
+    from adaptir_cli.bases import attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(7, 2, 16, 4, generator=generator) for _ in range(3))
+    mask = None if mask_windows is None else torch.randn(mask_windows, 2, 16, 16, generator=generator)
+    whole = attention.window_attention(q, k, v, mask)
+    monkeypatch.setattr(attention, "MAX_WINDOWS_PER_CALL", 3)  # CUDA's 65535, scaled down: calls of 3, 3 and 1
+    assert torch.allclose(attention.window_attention(q, k, v, mask), whole, atol=1e-6)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptir_cli.bases.attention import window_attention
 from adaptir_cli.bases.lmlt.arch import ChannelLayerNorm
 
 # x1 heads run the body at 1/X1_BODY_STRIDE of the image resolution (pixel-unshuffle in the head).
@@ -230,7 +231,7 @@ def _attend(qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Attention of (3, N, windows, heads, L, head_dim) windows -> (N, windows, heads, L, head_dim)."""
     n = qkv.shape[1]
     q, k, v = qkv.flatten(1, 2).unbind(0)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype)).unflatten(0, (n, -1))
+    return window_attention(q, k, v, mask.to(q.dtype)).unflatten(0, (n, -1))
 
 
 class MLP(nn.Module):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptir_cli.bases.attention import window_attention
+
 # DF2K RGB mean; the checkpoints store it (times 255) as the mean-shift biases, so this only
 # matters for randomly built models.
 DF2K_MEAN = (0.4690, 0.4490, 0.4036)
@@ -204,18 +206,18 @@ def _attend(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q q^T) v for (S, N, d) stacks of windows: no 1/sqrt(d) scaling, no position bias,
     no mask for the regions the shift wrapped around (quirk 1).
 
-    One fused call over all windows: the kernels never hold more than a block of the N x N
-    scores, which are N / d (about 25) times larger than q and v. The stack is passed as one
-    4-D batch (1, S, N, d), as 3-D inputs take a slower path that forms every score. Zero
-    components appended to q leave q q^T unchanged, and appended to v they give output
-    components that are zero and cut off again.
+    Fused calls over all windows: the kernels never hold more than a block of the N x N scores,
+    which are N / d (about 25) times larger than q and v. The stack is passed 4-D (S, 1, N, d),
+    as 3-D inputs take a slower path that forms every score. Zero components appended to q
+    leave q q^T unchanged, and appended to v they give output components that are zero and cut
+    off again.
     """
     components = q.shape[-1]
     pad = -components % _HEAD_MULTIPLE
     if pad:
         q, v = F.pad(q, (0, pad)), F.pad(v, (0, pad))
-    out = F.scaled_dot_product_attention(q[None], q[None], v[None], scale=1.0)[0]
-    return out[..., :components]
+    q, v = q[:, None], v[:, None]
+    return window_attention(q, q, v, scale=1.0)[:, 0, :, :components]
 
 
 class StripedWindowAttention(nn.Module):
