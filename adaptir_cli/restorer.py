@@ -172,8 +172,9 @@ class Restorer:
         if key not in self._tile_memory:
             torch.cuda.synchronize(self.device)
             before = torch.cuda.memory_allocated(self.device)
+            # The device's peak statistic is reset: whoever reads it next sees this restore's peak.
             torch.cuda.reset_peak_memory_stats(self.device)
-            with autocast(self.device, self.precision):
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 self.base(torch.zeros(1, 3, *shape, device=self.device), self.head)
             self._tile_memory[key] = max(1, torch.cuda.max_memory_allocated(self.device) - before)
         return self._tile_memory[key]
