@@ -8,6 +8,7 @@ same folder share the work instead of redoing and clobbering each other's.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -33,7 +34,9 @@ from adaptir_cli.imaging.io import (
     read_image,
     resize_alpha,
 )
-from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_numpy, to_tensor
+from adaptir_cli.imaging.device_samples import device_samples
+from adaptir_cli.output_writer import InOrder, OutputWriter
+from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_tensor
 
 
 # As an input: the image is read from standard input; as the output: written to standard output.
@@ -84,6 +87,7 @@ class JobResult:
             "output_size": list(self.output_size),
             "seconds": round(self.stats.seconds, 4),
             "tile": self.stats.tile,
+            "batch": self.stats.batch,
             "tiles": self.stats.tiles,
             "fp32_recomputed_tiles": self.stats.fp32_recomputed,
             "oom_retries": self.stats.oom_retries,
@@ -231,9 +235,10 @@ def run_jobs(
 ) -> Iterator[JobResult]:
     """Restore each job's image and write it; yields one result per job (skipped ones first).
 
-    The next image is decoded on a worker thread while the current one runs on the device.
-    Without `overwrite`, an output that exists (or appears while its image runs) is left alone.
-    `quality` applies to JPEG and WebP outputs.
+    The next image is decoded on a worker thread while the current one runs on the device, and
+    the previous one is encoded and written on another (output_writer.py); results still come in
+    job order. Without `overwrite`, an output that exists (or appears while its image runs) is
+    left alone. `quality` applies to JPEG and WebP outputs.
     """
     for folder in dict.fromkeys(job.output.parent for job in jobs if job.output != STDIO):
         remove_stale_temporaries(folder)
@@ -243,12 +248,14 @@ def run_jobs(
             yield JobResult(job, "skipped", SKIP_MESSAGE)
 
     selected: tuple[str, Path | None] | None = None
-    with ThreadPoolExecutor(max_workers=1) as reader:
+    results: InOrder[JobResult] = InOrder()
+    with ThreadPoolExecutor(max_workers=1) as reader, OutputWriter() as writer:
         pending: Future | None = reader.submit(_read, todo[0], max_megapixels) if todo else None
         for index, job in enumerate(todo):
+            yield from results.ready()
             loaded_future, pending = pending, (reader.submit(_read, todo[index + 1], max_megapixels) if index + 1 < len(todo) else None)
             if not overwrite and _done(job):  # another run on the same folder wrote it meanwhile
-                yield JobResult(job, "skipped", SKIP_MESSAGE)
+                results.add(JobResult(job, "skipped", SKIP_MESSAGE))
                 continue
             # An incomplete output is replaced; a new one never clobbers a file that appears meanwhile.
             replace_existing = overwrite or (job.output != STDIO and job.output.exists())
@@ -265,15 +272,33 @@ def run_jobs(
                 stats, size, write = _restore(restorer, image, job, settings, on_tile, replace_existing, quality)
                 # The decoded input goes before the file is encoded: the encoder copies the output.
                 del image
-                write()
-            except TargetExistsError:
-                yield JobResult(job, "skipped", "output written meanwhile by another run (use --overwrite)")
-                continue
             except Exception as error:  # one bad image must not stop the batch
-                yield JobResult(job, "failed", _describe(error), RestoreStats(seconds=time.perf_counter() - start))
+                results.add(JobResult(job, "failed", _describe(error), RestoreStats(seconds=time.perf_counter() - start)))
                 continue
             stats.seconds = time.perf_counter() - start
-            yield JobResult(job, "ok", "", stats, input_size, size)
+            finish = functools.partial(_written, job=job, stats=stats, input_size=input_size, size=size)
+            results.add_future(writer.submit(functools.partial(_timed, write)), finish)
+        yield from results.all()
+
+
+def _timed(action: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def _written(
+    done: Future, *, job: Job, stats: RestoreStats, input_size: tuple[int, int], size: tuple[int, int]
+) -> JobResult:
+    """The result of a job whose output the writer thread has written (or failed to): reported as
+    it was when the file was written in line, its seconds the restore's plus the writing's."""
+    try:
+        stats.seconds += done.result()
+    except TargetExistsError:
+        return JobResult(job, "skipped", "output written meanwhile by another run (use --overwrite)")
+    except Exception as error:
+        return JobResult(job, "failed", _describe(error), RestoreStats(seconds=stats.seconds))
+    return JobResult(job, "ok", "", stats, input_size, size)
 
 
 def _restore(
@@ -284,9 +309,10 @@ def _restore(
     size and the function that writes the file (replacing an existing one only if `replace`) or
     standard output.
 
-    Each tile's part is quantised as soon as it is done, so an x4 result is held only as the
-    integer samples that get written, never whole in float. Writing is left to the caller so
-    that it can let go of the decoded input first.
+    Each tile's part is quantised on the device as soon as it is done, so an x4 result is held
+    only as the integer samples that get written, never whole in float, and the host receives
+    1 or 2 bytes per sample. Writing is left to the caller so that it can let go of the decoded
+    input first.
     """
     alpha = image.alpha
     if alpha is not None and restorer.scale != 1:
@@ -294,12 +320,17 @@ def _restore(
     plan = plan_output(job.output, image, has_alpha=alpha is not None, quality=quality, extension=job.extension)
     height, width = (side * restorer.scale for side in image.rgb.shape[:2])
     samples = np.empty((height, width, plan.channels), plan.dtype)
+    colour = plan.colour_channels
 
-    def store(top: int, left: int, block: torch.Tensor) -> None:
-        rows, cols = slice(top, top + block.shape[-2]), slice(left, left + block.shape[-1])
-        samples[rows, cols] = plan.samples(to_numpy(block), None if alpha is None else alpha[rows, cols])
+    def store(top: int, left: int, block: torch.Tensor) -> None:  # (h, w, colour) integer samples
+        rows, cols = slice(top, top + block.shape[0]), slice(left, left + block.shape[1])
+        samples[rows, cols, :colour] = block.numpy()
+        if plan.alpha and alpha is not None:
+            samples[rows, cols, colour:] = plan.alpha_samples(alpha[rows, cols])
 
-    _, stats = restorer.restore(to_tensor(image.rgb), settings, on_tile, sink=store)
+    _, stats = restorer.restore(
+        to_tensor(image.rgb), settings, on_tile, sink=store, quantize=lambda block: device_samples(block, plan)
+    )
     stats.notes.extend(plan.notes)
 
     def write() -> None:

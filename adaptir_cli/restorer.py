@@ -12,7 +12,8 @@ import torch
 
 from adaptir_cli.adapters import AdapterFile, apply_adapter, check_task, read_adapter
 from adaptir_cli.bases import LoadedBase
-from adaptir_cli.imaging.tiling import RegionSink, run_tiled
+from adaptir_cli.host_copies import HostCopies
+from adaptir_cli.imaging.tiling import RegionSink, Tile, run_tiled, tile_boxes
 from adaptir_cli.runtime import apply_tf32_policy, autocast, is_out_of_memory, resolve_device, resolve_precision
 from adaptir_cli.tasks import Task, get_task, head_for
 
@@ -23,7 +24,16 @@ TileCallback = Callable[[int, int], None]
 DEFAULT_TILE = 512
 # Tiles run together by default. A CPU is kept busy by one 512 px tile, and four of them hold
 # four times the activations (CompactIR x2: 2.4 GB against 0.8 GB), so a CPU runs one at a time.
+# On CUDA the batch is sized from the free memory (`Restorer.tile_batch`); 4 is what is reported
+# before an image says how large its tiles are.
 DEFAULT_BATCH = {"cpu": 1, "cuda": 4}
+# On CUDA the tile batch fills this share of the memory left free (free on the device plus what
+# PyTorch keeps cached but unused): the rest is headroom for fragmentation, the output blocks and
+# other processes. An out-of-memory error still halves the batch and retries.
+MEMORY_SHARE = 0.5
+# More tiles than this per forward are no faster per tile (the official tiler batches 64 patches)
+# and only delay the first output.
+MAX_AUTO_BATCH = 64
 
 
 class RestoreError(RuntimeError):
@@ -43,6 +53,7 @@ class TileSettings:
 @dataclass
 class RestoreStats:
     tile: int = 0
+    batch: int = 0
     tiles: int = 0
     fp32_recomputed: int = 0
     oom_retries: int = 0
@@ -62,6 +73,10 @@ class Restorer:
         self.task: Task | None = None
         self.head = ""
         self.adapter: AdapterFile | None = None
+        # Peak device bytes of one tile's forward, per (tile shape, head, precision): measured once.
+        self._tile_memory: dict[tuple[tuple[int, int], str, str], int] = {}
+        # fp32 finiteness flags of the image being restored, still on the device (see _forward).
+        self._unchecked: list[torch.Tensor] = []
 
     @property
     def scale(self) -> int:
@@ -131,11 +146,38 @@ class Restorer:
             )
         return tile, overlap
 
-    def tile_batch(self, settings: TileSettings) -> int:
-        """Tiles per forward: the setting, or this device's default."""
-        if settings.batch is None:
+    def tile_batch(self, settings: TileSettings, tiles: list[Tile] | None = None) -> int:
+        """Tiles per forward: the setting; on CUDA, given an image's `tiles`, as many of them as
+        fit in MEMORY_SHARE of the free device memory; otherwise this device's default."""
+        if settings.batch is not None:
+            return max(1, settings.batch)
+        if self.device.type != "cuda" or tiles is None:
             return DEFAULT_BATCH.get(self.device.type, DEFAULT_BATCH["cuda"])
-        return max(1, settings.batch)
+        if len(tiles) == 1:
+            return 1
+        shape = (max(box.height for box in tiles), max(box.width for box in tiles))
+        try:
+            per_tile = self._tile_bytes(shape)
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+            return 1  # not even one tile fits: restore's out-of-memory retry makes the tiles smaller
+        return min(len(tiles), batch_for_memory(free_device_memory(self.device), per_tile))
+
+    def _tile_bytes(self, shape: tuple[int, int]) -> int:
+        """Peak device memory of one forward on a tile of `shape`, measured on a blank tile once
+        per shape, head and precision: activations differ too much between bases, scales and
+        attention kernels to be predicted."""
+        key = (shape, self.head, self.precision)
+        if key not in self._tile_memory:
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            # The device's peak statistic is reset: whoever reads it next sees this restore's peak.
+            torch.cuda.reset_peak_memory_stats(self.device)
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                self.base(torch.zeros(1, 3, *shape, device=self.device), self.head)
+            self._tile_memory[key] = max(1, torch.cuda.max_memory_allocated(self.device) - before)
+        return self._tile_memory[key]
 
     def _round_tile(self, tile: int) -> int:
         multiple = self.base.descriptor.size_multiple
@@ -148,24 +190,35 @@ class Restorer:
         settings: TileSettings | None = None,
         on_tile: TileCallback | None = None,
         sink: RegionSink | None = None,
+        quantize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor | None, RestoreStats]:
         """Restore (1, 3, H, W) in [0, 1]; returns the clamped result on the CPU and what it took.
 
         With `sink`, each tile's part of the result goes to `sink(top, left, block)` ((1, 3, h, w),
         clamped, on the CPU) as soon as it is done and None is returned: the way to restore
-        images whose upscaled float result would not fit in memory.
+        images whose upscaled float result would not fit in memory. With `quantize` as well, each
+        part is first mapped by `quantize` on the device (unclamped, to the output's integer
+        samples: a quarter of the bytes to move) and `sink` gets that result in host memory,
+        copied without making the device wait (HostCopies).
         """
         if self.task is None:
             raise RestoreError("call use(task) before restore()")
         settings = settings or TileSettings()
         stats = RestoreStats()
         tile, overlap = self.tile_settings(settings, stats.notes)
-        batch = self.tile_batch(settings)
+        grid = {
+            "multiple": self.base.descriptor.size_multiple,
+            "fixed_size": self.base.descriptor.fixed_size,
+            "min_size": self.base.descriptor.min_size,
+        }
+        batch = self.tile_batch(settings, tile_boxes(*image.shape[-2:], tile=tile, overlap=overlap, **grid))
         start = time.perf_counter()
         image = image.to(self.device, torch.float32)
         while True:
+            copies = None if sink is None else HostCopies(self.device, sink, in_flight=2 * batch)
             try:
                 stats.tiles = 0
+                self._unchecked = []
                 output = run_tiled(
                     lambda tiles: self._forward(tiles, stats),
                     image,
@@ -173,12 +226,12 @@ class Restorer:
                     tile=tile,
                     overlap=overlap,
                     batch=batch,
-                    multiple=self.base.descriptor.size_multiple,
-                    fixed_size=self.base.descriptor.fixed_size,
-                    min_size=self.base.descriptor.min_size,
                     on_tile=on_tile,
-                    sink=sink and (lambda top, left, block: sink(top, left, block.clamp(0, 1).cpu())),
+                    sink=None if copies is None else _device_sink(copies, quantize),
+                    **grid,
                 )
+                if copies is not None:
+                    copies.flush()
                 break
             except RuntimeError as error:
                 if not is_out_of_memory(error):
@@ -190,7 +243,9 @@ class Restorer:
             stats.notes.append(f"out of memory: retried with tile {tile or 'whole'} and batch {batch}")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        stats.tile = tile
+        if self._unchecked and not bool(torch.stack(self._unchecked).all()):
+            raise RestoreError("the model produced non-finite values in fp32; the weights may be broken")
+        stats.tile, stats.batch = tile, batch
         stats.seconds = time.perf_counter() - start
         return (None if output is None else output.clamp_(0, 1).cpu()), stats
 
@@ -200,9 +255,12 @@ class Restorer:
             out = self.base(tiles, self.head)
         out = out.float()
         finite = torch.isfinite(out).flatten(1).all(dim=1)
+        if self.precision == "fp32":
+            # Read once the whole image is done (restore): reading it here would make the host
+            # wait for every batch, and the device for the host to queue the next one.
+            self._unchecked.append(finite.all())
+            return out
         if not bool(finite.all()):
-            if self.precision == "fp32":
-                raise RestoreError("the model produced non-finite values in fp32; the weights may be broken")
             # Reduced precision overflowed on these tiles only: redo them in fp32.
             bad = ~finite
             out[bad] = self.base(tiles[bad], self.head).float()
@@ -218,6 +276,25 @@ class Restorer:
         if desc.fixed_size or smaller <= max(desc.min_size, 2 * overlap, desc.size_multiple - 1):
             raise RestoreError("out of GPU memory even with the smallest tile; use --device cpu")
         return smaller, batch
+
+
+def free_device_memory(device: torch.device) -> int:
+    """Bytes a CUDA device can still give this process: free on the device (torch.cuda.mem_get_info)
+    plus what PyTorch's allocator holds cached but unused, which mem_get_info counts as taken."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def batch_for_memory(free_bytes: int, tile_bytes: int) -> int:
+    """Tiles per forward that fit in MEMORY_SHARE of `free_bytes`, from 1 to MAX_AUTO_BATCH."""
+    return max(1, min(MAX_AUTO_BATCH, int(MEMORY_SHARE * free_bytes) // max(1, tile_bytes)))
+
+
+def _device_sink(copies: HostCopies, quantize: Callable[[torch.Tensor], torch.Tensor] | None) -> RegionSink:
+    """The sink run_tiled feeds: each block clamped (or quantised) on the device, then sent to the host."""
+    if quantize is None:
+        return lambda top, left, block: copies.put(top, left, block.clamp(0, 1))
+    return lambda top, left, block: copies.put(top, left, quantize(block))
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

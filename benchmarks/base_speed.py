@@ -1,6 +1,6 @@
 """CPU (or GPU) seconds of `adaptir restore` for each shipped base, side by side in one run.
 
-    python benchmarks/base_speed.py [--sizes 256 512] [--repeats 2] [--device cpu] [--out speed.json]
+    python benchmarks/base_speed.py [--sizes 256 512] [--repeats 2] [--device cpu] [--bases emt-x4] [--out speed.json]
 
 For every shipped base with a super-resolution head (EMT, LMLT-tiny at x2/x3/x4, the CompactIR
 default at every scale it has) and every input size, one random smooth image is restored with
@@ -33,10 +33,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bases", nargs="+", help="time only these bases (names as in BASES), e.g. emt-x4")
     parser.add_argument("--out", help="also write the rows to this JSON file")
     args = parser.parse_args()
+    chosen = {task: tuple(n for n in names if not args.bases or n in args.bases) for task, names in BASES.items()}
+    if not any(chosen.values()):
+        known = ", ".join(sorted({n for names in BASES.values() for n in names}))
+        parser.error(f"--bases {' '.join(args.bases)} names no base this script times; choose from {known}")
     rows = []
-    for task, names in BASES.items():
+    for task, names in chosen.items():
         for name in names:
             restorer = Restorer(load_base(name), device=args.device, precision="fp32")
             for size in args.sizes:
@@ -49,7 +54,7 @@ def main() -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.device}, fp32"
     print(f"\n| task | base | {' | '.join(f'{s}x{s} s' for s in args.sizes)} |")
     print(f"|---|---|{'---:|' * len(args.sizes)}")
-    for task, names in BASES.items():
+    for task, names in chosen.items():
         for name in names:
             cells = [str(row["seconds"]) for row in rows if row["task"] == task and row["base"] == name]
             print(f"| {task} | {name} | {' | '.join(cells)} |")

@@ -20,6 +20,7 @@ from adaptir_cli.bases.compactir import (
     describe,
     infer_config,
 )
+from adaptir_cli.bases.compactir import arch
 from adaptir_cli.bases.compactir.arch import MLP, WindowAttention, cut_windows
 from adaptir_cli.bases.lmlt.arch import LMLT
 
@@ -185,3 +186,60 @@ def test_every_body_parameter_learns_from_any_head() -> None:
     for name, param in model.named_parameters():
         used = not name.startswith(("heads.", "tails.")) or name.split(".")[1] == "sr3"
         assert (param.grad is not None and param.grad.abs().sum() > 0) == used, name
+
+
+def test_window_cuts_are_cached_per_size_shift_and_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[tuple] = []
+    build = arch._build_cut
+
+    def counting_build(*args):
+        built.append(args)
+        return build(*args)
+
+    monkeypatch.setattr(arch, "_build_cut", counting_build)
+    arch._cached_cut.cache_clear()
+    model = _randomised()
+    x = torch.rand(1, 3, 24, 20)
+    with torch.inference_mode():
+        first = model(x, 0)
+        second = model(x, 0)
+    assert torch.equal(first, second)
+    # One plain and one shifted cut of the one body size, built in the first forward only.
+    assert len(built) == 2 and {args[3] for args in built} == {False, True}
+    cut = cut_windows(*built[0][:4], device="cpu")
+    assert cut is cut_windows(*built[0][:4], device=torch.device("cpu"))
+    assert cut is not cut_windows(*built[0][:3], not built[0][3], device="cpu")
+    fresh = build(*built[0])
+    assert torch.equal(cut.order, fresh.order) and torch.equal(cut.inverse, fresh.inverse)
+
+
+def test_cuts_first_built_under_inference_mode_serve_a_training_step() -> None:
+    arch._cached_cut.cache_clear()
+    model = _randomised()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.inference_mode():
+        model(x, 1)
+    assert not cut_windows(8, 8, TINY.window, True, "cpu").order.is_inference()
+    model.train()
+    model(x, 1).abs().mean().backward()  # index_select saves the cached indices for backward
+    assert model.body[0].attn.qkv.weight.grad is not None
+
+
+def test_maps_above_the_cache_limit_are_cut_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arch, "CACHED_CUT_PIXELS", 8 * 8)
+    small, large = cut_windows(8, 8, 4, True, "cpu"), cut_windows(8, 12, 4, True, "cpu")
+    assert small is cut_windows(8, 8, 4, True, "cpu")
+    assert large is not cut_windows(8, 12, 4, True, "cpu")
+    assert torch.equal(large.order, cut_windows(8, 12, 4, True, "cpu").order)
+
+
+@pytest.mark.parametrize("mask_windows", [None, 1, 7])  # no mask, one shared by all windows, one per window
+def test_window_attention_in_chunks_equals_one_call(monkeypatch: pytest.MonkeyPatch, mask_windows: int | None) -> None:
+    from adaptir_cli.bases import attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(7, 2, 16, 4, generator=generator) for _ in range(3))
+    mask = None if mask_windows is None else torch.randn(mask_windows, 2, 16, 16, generator=generator)
+    whole = attention.window_attention(q, k, v, mask)
+    monkeypatch.setattr(attention, "MAX_WINDOWS_PER_CALL", 3)  # CUDA's 65535, scaled down: calls of 3, 3 and 1
+    assert torch.allclose(attention.window_attention(q, k, v, mask), whole, atol=1e-6)

@@ -1,5 +1,6 @@
 """CUDA checks (`pytest -m cuda`): fp32/bf16 restores per base, out-of-memory retries with smaller
-tiles, and 2-rank NCCL data parallelism. Every test skips, with the reason, on a machine without a
+tiles, the restore pipeline (tile batch from the free memory, pinned copies, cached window cuts),
+and 2-rank NCCL data parallelism (tests/test_restore_pipeline.py adds the written bytes). Every test skips, with the reason, on a machine without a
 GPU; benchmarks/gpu_suite.py runs them on one."""
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 from PIL import Image
 
 from adaptir_cli.bases import LoadedBase, build_base, load_base_file
+from adaptir_cli.bases.compactir.arch import cut_windows
 from adaptir_cli.bases.ipt import official_state_dict
 from adaptir_cli.bases.ipt.arch import IPT, IPTConfig
+from adaptir_cli.host_copies import HostCopies
 from adaptir_cli.metrics import psnr, to_uint8
 from adaptir_cli.restorer import Restorer, TileSettings, to_numpy
 from adaptir_cli.tasks import UnknownTaskError, get_task
@@ -112,6 +115,40 @@ def test_a_cuda_out_of_memory_error_is_retried_with_smaller_tiles(
     monkeypatch.setattr(restorer, "_forward", forward)
     expected, _ = restorer.restore(image, TileSettings(tile=stats.tile, overlap=big.overlap, batch=1))
     assert torch.allclose(output, expected, atol=1e-6)
+
+
+def test_the_tile_batch_fills_the_free_memory_and_changes_nothing_but_speed(tiny_emt_file: Path) -> None:
+    restorer = Restorer(load_base_file(tiny_emt_file), device="cuda", precision="fp32")
+    restorer.use("sr2")
+    image, tiled = _smooth(256, 256), TileSettings(tile=64, overlap=8)
+    batched, stats = restorer.restore(image, tiled)
+    # A tiny model leaves most of a GPU free: many of its 64 px tiles fit in one forward.
+    assert 1 < stats.batch <= stats.tiles, stats
+    one_by_one, single = restorer.restore(image, TileSettings(tile=64, overlap=8, batch=1))
+    assert single.batch == 1 and single.tiles == stats.tiles
+    assert (batched - one_by_one).abs().max() <= 1e-4
+
+
+def test_pinned_copies_arrive_in_order_with_a_bounded_number_in_flight() -> None:
+    delivered: list[tuple[int, torch.Tensor]] = []
+    copies = HostCopies(torch.device("cuda"), lambda top, left, block: delivered.append((top, block)), in_flight=2)
+    blocks = [torch.full((64, 48, 3), index, dtype=torch.uint8, device="cuda") for index in range(5)]
+    for index, block in enumerate(blocks):
+        copies.put(index, 0, block * 2)  # a temporary: its memory must outlive the copy (record_stream)
+        assert len(delivered) == max(0, index + 1 - 2)
+    copies.flush()
+    assert [top for top, _ in delivered] == [0, 1, 2, 3, 4]
+    for index, (_, host) in enumerate(delivered):
+        assert host.device.type == "cpu" and host.is_pinned()
+        assert torch.equal(host, torch.full((64, 48, 3), 2 * index, dtype=torch.uint8))
+
+
+def test_window_cuts_are_cached_on_the_device() -> None:
+    cut = cut_windows(32, 48, 8, True, "cuda")
+    assert cut.order.device.type == cut.inverse.device.type == cut.wrap_mask.device.type == "cuda"
+    assert cut is cut_windows(32, 48, 8, True, torch.device("cuda", torch.cuda.current_device()))
+    on_cpu = cut_windows(32, 48, 8, True, "cpu")
+    assert torch.equal(cut.order.cpu(), on_cpu.order) and torch.equal(cut.wrap_mask.cpu(), on_cpu.wrap_mask)
 
 
 def _free_port() -> int:

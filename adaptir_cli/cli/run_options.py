@@ -34,7 +34,8 @@ MAX_MEGAPIXELS_HELP = (
 # The options restore and bench share, declared once.
 OVERLAP = typer.Option(None, help=OVERLAP_HELP, metavar="N")
 BATCH = typer.Option(
-    None, min=1, help="Tiles run together on the device. Default: 1 on a CPU, 4 on CUDA.", metavar="N"
+    None, min=1, metavar="N",
+    help="Tiles run together on the device. Default: 1 on a CPU; on CUDA as many as fit in half the free memory (at most 64).",
 )
 DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N.", metavar="DEVICE", autocompletion=complete.devices)
 PRECISION = typer.Option(

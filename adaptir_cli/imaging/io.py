@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import cv2
 import numpy as np
@@ -37,6 +37,7 @@ from adaptir_cli.atomic_files import TargetExistsError, atomic_write
 _ORIENTATION = 0x0112
 # Pillow modes holding one 16-bit channel; "I" (32-bit) appears for some 16-bit grey files.
 _GRAY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+T = TypeVar("T")
 # ITU-R BT.601 luma, the weights Pillow's convert("L") uses: a restored grayscale image is
 # turned back into one channel the way every viewer would show the RGB version.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -283,12 +284,24 @@ class OutputPlan:
     def channels(self) -> int:
         return (1 if self.grayscale else 3) + (1 if self.alpha else 0)
 
+    @property
+    def colour_channels(self) -> int:
+        """The channels that come from the restored RGB (alpha, if any, follows them)."""
+        return 1 if self.grayscale else 3
+
     def samples(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
-        """Stored integer samples (h, w, channels) of float RGB rows (and their alpha)."""
-        planes = [(rgb @ _LUMA)[..., None] if self.grayscale else rgb]
-        if self.alpha and alpha is not None:
-            planes.append(alpha[..., None])
-        return _quantize(np.concatenate(planes, axis=2) if len(planes) > 1 else planes[0], self.depth)
+        """Stored integer samples (h, w, channels) of float RGB rows (and their alpha).
+
+        imaging/device_samples.py computes the colour channels on the device, with the same bits.
+        """
+        colour = _quantize(luma(rgb)[..., None] if self.grayscale else rgb, self.depth)
+        if not (self.alpha and alpha is not None):
+            return colour
+        return np.concatenate([colour, self.alpha_samples(alpha)], axis=2)
+
+    def alpha_samples(self, alpha: np.ndarray) -> np.ndarray:
+        """Stored integer samples (h, w, 1) of an alpha plane."""
+        return _quantize(alpha[..., None], self.depth)
 
     def write(self, samples: np.ndarray, *, replace: bool = True) -> None:
         """Encode and store `samples`; `replace=False` raises TargetExistsError rather than replace a file."""
@@ -475,6 +488,13 @@ def _upright_exif(raw: bytes | None) -> bytes | None:
 def _icc_colour_space(icc: bytes) -> bytes:
     """The data colour space signature of an ICC profile (header bytes 16-19): b"RGB ", b"GRAY", ..."""
     return icc[16:20]
+
+
+def luma(rgb: T) -> T:
+    """BT.601 luma of (..., 3) RGB, NumPy or torch: three float32 products and two sums in this
+    order give the same bits in both and on any device, where a matmul's order of additions
+    depends on the memory layout (NumPy's even on whether the array is contiguous)."""
+    return rgb[..., 0] * _LUMA[0] + rgb[..., 1] * _LUMA[1] + rgb[..., 2] * _LUMA[2]
 
 
 def _quantize(values: np.ndarray, depth: int) -> np.ndarray:

@@ -131,6 +131,28 @@ def crop_to_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 RegionSink = Callable[[int, int, torch.Tensor], None]
 
 
+def tile_boxes(
+    height: int,
+    width: int,
+    *,
+    tile: int,
+    overlap: int,
+    multiple: int = 1,
+    fixed_size: int | None = None,
+    min_size: int = 1,
+) -> list[Tile]:
+    """The tiles `run_tiled` cuts a `height` x `width` image into, with the same arguments: a
+    caller can size the tile batch before the run (boxes lie in the image padded to `min_size`)."""
+    if fixed_size is not None:
+        tile, min_size, multiple = fixed_size, max(min_size, fixed_size), 1
+    elif tile > 0:
+        tile = max(tile, min_size)
+    padded_height, padded_width = max(height, min_size), max(width, min_size)
+    if tile <= 0 or (tile >= padded_height and tile >= padded_width):
+        return [Tile(0, 0, padded_height, padded_width)]
+    return plan_tiles(padded_height, padded_width, tile, overlap, multiple)
+
+
 def run_tiled(
     fn: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
@@ -164,16 +186,9 @@ def run_tiled(
     if scale < 1 or batch < 1:
         raise ValueError(f"scale and batch must be at least 1, got scale={scale}, batch={batch}")
     height, width = image.shape[-2:]
-    if fixed_size is not None:
-        tile, min_size, multiple = fixed_size, max(min_size, fixed_size), 1
-    elif tile > 0:
-        tile = max(tile, min_size)
-    padded = pad_to_size(image, max(height, min_size), max(width, min_size))
-    padded_height, padded_width = padded.shape[-2:]
-    if tile <= 0 or (tile >= padded_height and tile >= padded_width):
-        tiles = [Tile(0, 0, padded_height, padded_width)]
-    else:
-        tiles = plan_tiles(padded_height, padded_width, tile, overlap, multiple)
+    tiles = tile_boxes(height, width, tile=tile, overlap=overlap, multiple=multiple, fixed_size=fixed_size,
+                       min_size=min_size)
+    padded = pad_to_size(image, max(height, min_size, fixed_size or 0), max(width, min_size, fixed_size or 0))
 
     result: list[torch.Tensor] = []
     if sink is None:

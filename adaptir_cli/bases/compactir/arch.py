@@ -19,6 +19,7 @@ AdaptIR adapters wrap it from outside as the paper places them.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptir_cli.bases.attention import window_attention
 from adaptir_cli.bases.layers import ChannelLayerNorm
 
 # x1 heads run the body at 1/X1_BODY_STRIDE of the image resolution (pixel-unshuffle in the head).
@@ -141,9 +143,37 @@ class WindowCut:
     wrap_mask: torch.Tensor | None
 
 
-def cut_windows(height: int, width: int, window: int, shifted: bool, device: torch.device) -> WindowCut:
+# Window cuts are kept per (map size, window, shift, device): a tiled restore or a training run
+# meets a handful of sizes, and building the indices on the CPU and copying them to the device in
+# every forward makes a GPU wait for the host. Maps above this size (a 1024 x 1024 body map: 16 MB
+# of indices) are cut afresh: their forward costs far more than their indices, and keeping those
+# would hold the memory for image sizes that may never come again.
+CACHED_CUT_PIXELS = 1024 * 1024
+
+
+def cut_windows(height: int, width: int, window: int, shifted: bool, device: torch.device | str) -> WindowCut:
     """Plain windows, or windows shifted by half a window (alternate blocks, as Swin), on an
-    (H, W) map whose sides are multiples of `window`."""
+    (H, W) map whose sides are multiples of `window`.
+
+    The result is shared between calls (see CACHED_CUT_PIXELS): never modify its tensors.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # one cache entry for "cuda" and "cuda:0"
+        device = torch.device("cuda", torch.cuda.current_device())
+    if height * width > CACHED_CUT_PIXELS:
+        return _build_cut(height, width, window, shifted, device)
+    return _cached_cut(height, width, window, shifted, device)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_cut(height: int, width: int, window: int, shifted: bool, device: torch.device) -> WindowCut:
+    # Normal tensors even when the first caller runs under inference_mode: a training step that
+    # later gathers with them saves them for backward, which inference tensors refuse.
+    with torch.inference_mode(False):
+        return _build_cut(height, width, window, shifted, device)
+
+
+def _build_cut(height: int, width: int, window: int, shifted: bool, device: torch.device) -> WindowCut:
     shift = window // 2 if shifted else 0
     order = window_order(height, width, window, shift)
     wrap_mask = None
@@ -208,7 +238,7 @@ def _attend(qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Attention of (3, N, windows, heads, L, head_dim) windows -> (N, windows, heads, L, head_dim)."""
     n = qkv.shape[1]
     q, k, v = qkv.flatten(1, 2).unbind(0)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype)).unflatten(0, (n, -1))
+    return window_attention(q, k, v, mask.to(q.dtype)).unflatten(0, (n, -1))
 
 
 class MLP(nn.Module):
@@ -310,7 +340,7 @@ class CompactIR(nn.Module):
         f = self.heads[name](pad_to_multiple(x, self.config.window * body_stride(scale)))
         # The body works channels-last: layer norms, window gathers and 1x1 convs then need no copies.
         f = f.contiguous(memory_format=torch.channels_last)
-        # Both window cuts depend only on the map size: built once, shared by every block.
+        # Both window cuts depend only on the map size: shared by every block (and cached).
         size = f.shape[-2:]
         cuts = {shifted: cut_windows(*size, self.config.window, shifted, f.device) for shifted in (False, True)}
         features = f

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptir_cli.bases.attention import window_attention
+
 # DF2K RGB mean; the checkpoints store it (times 255) as the mean-shift biases, so this only
 # matters for randomly built models.
 DF2K_MEAN = (0.4690, 0.4490, 0.4036)
@@ -31,9 +33,10 @@ WINDOWS = ((32, 8), (8, 32))
 MIN_SIZE = max(max(window) for window in WINDOWS) // 2 + 1
 # Inputs that are multiples of every window side need no padding inside SWSA.
 SIZE_MULTIPLE = math.lcm(*(side for window in WINDOWS for side in window))
-# Attention scores formed at once (16 MB of float32): large enough for few, efficient batched
-# matmuls, small enough to stay in cache and to keep big images within memory.
-_SCORE_ELEMENTS = 1 << 22
+# Head sizes the fused attention kernels vectorise (CPU flash attention, CUDA memory-efficient
+# attention). EMT's heads have 10 components; CUDA refuses that size in fp32 and falls back to
+# a kernel that forms every score, and on a CPU 16 components run faster than 10.
+_HEAD_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -203,12 +206,18 @@ def _attend(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q q^T) v for (S, N, d) stacks of windows: no 1/sqrt(d) scaling, no position bias,
     no mask for the regions the shift wrapped around (quirk 1).
 
-    The N x N scores are N / d (about 25) times larger than q and v, so they are formed a slice
-    of windows at a time: a whole image's scores would take gigabytes and spill every cache.
+    Fused calls over all windows: the kernels never hold more than a block of the N x N scores,
+    which are N / d (about 25) times larger than q and v. The stack is passed 4-D (S, 1, N, d),
+    as 3-D inputs take a slower path that forms every score. Zero components appended to q
+    leave q q^T unchanged, and appended to v they give output components that are zero and cut
+    off again.
     """
-    step = max(1, _SCORE_ELEMENTS // q.shape[1] ** 2)
-    slices = zip(q.split(step), v.split(step))
-    return torch.cat([torch.softmax(qs @ qs.transpose(-2, -1), dim=-1) @ vs for qs, vs in slices])
+    components = q.shape[-1]
+    pad = -components % _HEAD_MULTIPLE
+    if pad:
+        q, v = F.pad(q, (0, pad)), F.pad(v, (0, pad))
+    q, v = q[:, None], v[:, None]
+    return window_attention(q, q, v, scale=1.0)[:, 0, :, :components]
 
 
 class StripedWindowAttention(nn.Module):
