@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -169,11 +169,15 @@ class BatchStream:
 
     `workers` threads build the samples of a batch (the degradations are numpy/OpenCV code that
     releases the GIL); one more thread builds the next batch ahead. `workers=0` builds everything
-    in the calling thread.
+    in the calling thread. `pin` puts each batch in pinned (page-locked) memory, for a CUDA
+    device: only from there is a `non_blocking` copy to the GPU really asynchronous.
     """
 
-    def __init__(self, sampler: BatchSampler, indices: Sequence[int], last_step: int, workers: int) -> None:
+    def __init__(
+        self, sampler: BatchSampler, indices: Sequence[int], last_step: int, workers: int, pin: bool = False
+    ) -> None:
         self.sampler = sampler
+        self.pin = pin
         self.indices = list(indices)
         self.last_step = last_step
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="adaptir-sample") if workers > 0 else None
@@ -181,7 +185,10 @@ class BatchStream:
         self.pending: tuple[int, Future[Batch]] | None = None
 
     def _build(self, step: int) -> Batch:
-        return self.sampler.batch(step, self.indices, self.pool)
+        batch = self.sampler.batch(step, self.indices, self.pool)
+        if self.pin:  # on the thread ahead when there is one: the copy into pinned memory overlaps the step
+            batch = replace(batch, lq=batch.lq.pin_memory(), gt=batch.gt.pin_memory())
+        return batch
 
     def get(self, step: int) -> Batch:
         if self.pending is not None and self.pending[0] == step:
