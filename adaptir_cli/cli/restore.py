@@ -126,6 +126,8 @@ def restore(
             except Exception as error:
                 fail_with(error, "see `adaptir restore --help`")
     order = {job.output: index for index, job in enumerate(jobs)}
+    if context.active and context.main and not quiet:
+        stderr.print(f"{len(jobs)} images shared among {context.world} processes; the progress shown is process 0's share.")
     mine = _run(
         _shares(groups, context), settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels),
         quality=quality, quiet=quiet or not context.main,
