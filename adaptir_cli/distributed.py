@@ -51,9 +51,6 @@ class Distributed:
         return self.world > 1
 
 
-ALONE = Distributed(0, 1, 0, torch.device("cpu"))
-
-
 def launched_world() -> int:
     """How many processes torchrun started (1 without torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -74,11 +71,10 @@ def setup(device_spec: str = "auto") -> Distributed:
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(threads_per_process())
-    control = None
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
-        if device.type == "cuda":
-            control = dist.new_group(backend="gloo")  # every rank creates it, as new_group requires
+    # Every rank calls setup, so every rank creates the group, as new_group requires.
+    control = dist.new_group(backend="gloo") if device.type == "cuda" else None
     return Distributed(rank, world, local_rank, device, control)
 
 
