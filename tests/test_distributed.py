@@ -103,7 +103,8 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ADAPTIR_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
                "--master-port", str(_free_port()), "-m", "adaptir_cli", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    # Generous: at nice 19 beside other jobs, the processes may get a few percent of a core.
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
 
 
 def _restore_summary(stdout: str, out: Path) -> list[dict]:

@@ -130,7 +130,8 @@ def test_ddp_broadcasts_no_buffers_of_the_frozen_base(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(loop, "DistributedDataParallel", record)
     loop._data_parallel(nn.Linear(2, 2), Distributed(0, 2, 0, torch.device("cpu")), find_unused_parameters=False)
-    assert built["broadcast_buffers"] is False and built["device_ids"] is None
+    switch = "forward_sync_buffers" if "forward_sync_buffers" in built else "broadcast_buffers"
+    assert built[switch] is False and built["device_ids"] is None
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -18,6 +18,7 @@ step finishes, every process agrees to stop at the same step, a checkpoint is sa
 
 from __future__ import annotations
 
+import inspect
 import platform
 import signal
 import threading
@@ -355,13 +356,21 @@ def train(
     )
 
 
+# Buffers are identical in every process anyway (trainable BatchNorm keeps global statistics,
+# frozen buffers never change), so DDP's buffer broadcast before each forward would only cost a
+# collective over every buffer of the frozen base per step: it is turned off. torch 2.13 renamed
+# the switch (the new one still syncs once, at construction: harmless, the buffers are equal).
+NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
+
+
 def _data_parallel(module: nn.Module, context: Distributed, find_unused_parameters: bool) -> nn.Module:
-    # Buffers are identical in every process anyway (trainable BatchNorm keeps global statistics,
-    # frozen buffers never change), so DDP's buffer broadcast before each forward would only cost a
-    # collective over every buffer of the frozen base per step: it is turned off.
     return DistributedDataParallel(
         module,
         device_ids=[context.device.index] if context.device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters,
-        broadcast_buffers=False,
+        **NO_BUFFER_SYNC,
     )
