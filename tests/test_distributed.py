@@ -60,6 +60,14 @@ def test_alone_setup_joins_no_group(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (context.rank, context.world, context.main, context.active) == (0, 1, True, False)
 
 
+def test_what_cannot_be_shared_is_refused_under_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # refused before any process group is joined
+    piped = runner.invoke(app, ["restore", "-", str(tmp_path / "out.png"), "--task", "sr2"], input=b"png")
+    assert piped.exit_code == 2 and "cannot be shared" in piped.output
+    timed = runner.invoke(app, ["bench", "--task", "sr2", "--speed"])
+    assert timed.exit_code == 2 and "without torchrun" in timed.output
+
+
 def test_bench_shares_merge_into_the_single_process_result(tmp_path: Path, tiny_emt_file: Path) -> None:
     folder = _images(tmp_path / "set", 5)
     (folder / "img9.png").write_bytes(b"not a png")  # a failure, kept in the image order by the merge
