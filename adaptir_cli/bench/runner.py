@@ -8,6 +8,10 @@ repeats exactly, and an image's input does not depend on how many methods or set
 
 Outputs are quantised to uint8 before any metric, as papers do, and PSNR/SSIM are computed on
 both channels: the protocol's (the one to compare with papers) and the other one.
+
+Under torchrun each process scores its share of every set's images (`context`), and
+`merge_results` puts the shares back in the sets' order: as every image keeps its index (and so
+its seed), the merged result is the one a single process computes, means included.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from adaptir_cli.bases.loading import sha256_file
 from adaptir_cli.bench.protocol import CHANNELS, Channel, Protocol
 from adaptir_cli.data.datasets import BenchImage, Dataset, DatasetError
 from adaptir_cli.data.degradations import Degradation
+from adaptir_cli.distributed import Distributed, share
 from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS, ImageReadError, read_image, write_image
 from adaptir_cli.imaging.resize import imresize, modcrop
 from adaptir_cli.metrics import psnr, ssim, to_uint8
@@ -233,10 +238,13 @@ def run_benchmark(
     save_images: Path | None = None,
     on_image: ImageCallback | None = None,
     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    context: Distributed | None = None,
 ) -> BenchResult:
     """Score every method on every image; failures are recorded per image and the run goes on.
 
-    Files declaring more than `max_megapixels` (None: no limit) fail without being decoded.
+    Files declaring more than `max_megapixels` (None: no limit) fail without being decoded. With
+    a `context` of several processes, only this process's share of each set's images is scored
+    (`merge_results` joins the shares).
     """
     settings = settings or TileSettings(tile=0)
     results = []
@@ -244,7 +252,8 @@ def run_benchmark(
         notes = check_dataset(dataset, protocol)
         outcome = DatasetResult(dataset.name, dataset.folder, len(dataset.images), [MethodResult(m) for m in methods],
                                 paired=dataset.paired, notes=notes)
-        for index, image in enumerate(dataset.images):
+        indexed = list(enumerate(dataset.images))
+        for index, image in share(indexed, context) if context is not None else indexed:
             failures = _bench_image(
                 image, index, outcome, protocol, degradation, restorer, settings, save_images, max_megapixels
             )
@@ -253,6 +262,29 @@ def run_benchmark(
                 on_image(dataset.name, image.name, failures)
         results.append(outcome)
     return BenchResult(run_info(protocol.task, restorer, settings), protocol, methods, results)
+
+
+def merge_results(parts: list[BenchResult], datasets: list[Dataset]) -> BenchResult:
+    """One result from the processes' shares of `datasets` (the sets they ran), in the sets' order.
+
+    The first share's run information stands for the run, with the number of processes added.
+    """
+    first = parts[0]
+    merged = []
+    for number, (dataset, outcome) in enumerate(zip(datasets, first.datasets)):
+        order = {image.name: index for index, image in enumerate(dataset.images)}
+        shares = [part.datasets[number] for part in parts]
+        results = [
+            MethodResult(result.method, sorted(
+                (score for part in shares for score in part.results[column].scores), key=lambda s: order[s.image]
+            ))
+            for column, result in enumerate(outcome.results)
+        ]
+        # A stable sort keeps each image's failures in method order.
+        failures = sorted((f for part in shares for f in part.failures), key=lambda f: order[f.image])
+        merged.append(replace(outcome, results=results, failures=failures))
+    info = replace(first.info, machine={**first.info.machine, "processes": len(parts)})
+    return BenchResult(info, first.protocol, first.methods, merged)
 
 
 def _bench_image(

@@ -21,13 +21,14 @@ from adaptir_cli.bench.runner import (
     Failure,
     Method,
     check_dataset,
+    merge_results,
     plan_methods,
     run_benchmark,
     run_speed,
 )
 from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli import run_options
-from adaptir_cli.cli.common import fail, fail_with, loading_weights, split_hint, stderr, usage_error
+from adaptir_cli.cli.common import fail, fail_with, join, leave, loading_weights, split_hint, stderr, usage_error
 from adaptir_cli.cli.run_options import (
     resolve_adapters,
     check_run_options,
@@ -36,6 +37,7 @@ from adaptir_cli.cli.run_options import (
 )
 from adaptir_cli.data.datasets import DATASETS, Dataset, DatasetError, PairLayout, find_dataset
 from adaptir_cli.data.degradations import Degradation
+from adaptir_cli.distributed import Distributed, gather, launched_world, share
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import TASKS, UnknownTaskError, get_task
 
@@ -55,6 +57,8 @@ Examples:
   adaptir bench --task derain --dataset my_rain/ --pairs 'rainy/{id}.png,clean/{id}.png' --baseline
 
   adaptir bench --task sr4 --base emt-x4 --speed --size 320x240 --repeats 10
+
+  torchrun --nproc-per-node 4 -m adaptir_cli bench --task sr4 --dataset B100 --json results.json
 """
 
 
@@ -122,6 +126,8 @@ def bench(
     if baseline_only and (base is not None or adapter):
         usage_error("--baseline-only loads no base: drop --base and --adapter, or use --baseline beside them")
     if speed:
+        if launched_world() > 1:
+            usage_error("--speed times one process; run it without torchrun")
         if dataset or baseline or baseline_only or csv_file or save_images:
             usage_error(
                 "--speed times restore on a random image; drop --dataset, --baseline, --csv and --save-images"
@@ -146,17 +152,24 @@ def bench(
     except DatasetError as error:
         fail(str(error))
 
-    restorer, adapters = (None, []) if baseline_only else _model(task, base, adapter, device, precision, settings)
+    context = join(device)  # under torchrun each process scores its share of the images
+    restorer, adapters = (
+        (None, []) if baseline_only else _model(task, base, adapter, str(context.device), precision, settings)
+    )
     methods = _methods(adapters, restorer, baseline=baseline or baseline_only, scale=chosen.scale, task=task)
-    result = _run(sets, protocol, degradation, methods, restorer, settings, save_images, size_limit(max_megapixels), quiet)
-
-    print_bench(_results_console(json_file), result)
-    if json_file is not None:
-        write_json(json_file, bench_to_json(result))
-    if csv_file is not None:
-        write_csv(csv_file, result)
-    if result.failures:
-        stderr.print(f"[red]{result.failures} image/method runs failed; their images are left out of the means.[/]")
+    mine = _run(sets, protocol, degradation, methods, restorer, settings, save_images, size_limit(max_megapixels),
+                quiet or not context.main, context)
+    result = merge_results(gather(mine, context), sets)
+    if context.main:
+        print_bench(_results_console(json_file), result)
+        if json_file is not None:
+            write_json(json_file, bench_to_json(result))
+        if csv_file is not None:
+            write_csv(csv_file, result)
+        if result.failures:
+            stderr.print(f"[red]{result.failures} image/method runs failed; their images are left out of the means.[/]")
+    leave(context)
+    if result.failures and context.main:  # torchrun's exit code is the first process's (see `leave`)
         raise typer.Exit(1)
 
 
@@ -193,14 +206,15 @@ def _methods(
 
 def _run(
     sets: list[Dataset], protocol: Protocol, degradation: Degradation, methods: list[Method], restorer: Restorer | None,
-    settings: TileSettings, save_images: Path | None, max_megapixels: float | None, quiet: bool,
+    settings: TileSettings, save_images: Path | None, max_megapixels: float | None, quiet: bool, context: Distributed,
 ) -> BenchResult:
+    """This process's share of the images (all of them alone), under a progress display."""
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=stderr, disable=quiet,
     )
     with progress:
-        bar = progress.add_task("images", total=sum(len(s.images) for s in sets))
+        bar = progress.add_task("images", total=sum(len(share(s.images, context)) for s in sets))
 
         def on_image(dataset: str, image: str, failures: list[Failure]) -> None:
             progress.update(bar, advance=1, description=f"{dataset} {image}")
@@ -208,8 +222,8 @@ def _run(
                 where = f" ({failure.method})" if failure.method else ""
                 progress.console.print(f"[red]failed[/] {dataset}/{failure.image}{where}: {failure.error}", highlight=False)
 
-        return run_benchmark(sets, protocol, degradation, methods, restorer, settings,
-                             save_images=save_images, on_image=on_image, max_megapixels=max_megapixels)
+        return run_benchmark(sets, protocol, degradation, methods, restorer, settings, save_images=save_images,
+                             on_image=on_image, max_megapixels=max_megapixels, context=context)
 
 
 def _results_console(json_file: Path | None) -> Console:

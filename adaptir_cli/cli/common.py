@@ -7,11 +7,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from adaptir_cli.distributed import Distributed
 
 # Progress and messages go to stderr so that stdout can carry --json for scripts.
 stderr = Console(stderr=True)
@@ -62,6 +65,33 @@ def loading_weights(what: str) -> Iterator[None]:
         usage_error(f"--base: {message}", hint)
     except (OSError, ValueError, KeyError) as error:
         fail(*split_hint(error))
+
+
+def join(device: str) -> "Distributed":
+    """This process's place among the processes torchrun started (alone without torchrun).
+
+    A --device that cannot work here is a usage error. Pair it with `leave` once the results are out.
+    """
+    from adaptir_cli.distributed import setup  # torch is not needed by --help
+    from adaptir_cli.runtime import RuntimeChoiceError
+
+    try:
+        return setup(device)
+    except RuntimeChoiceError as error:
+        usage_error(str(error))
+
+
+def leave(context: "Distributed") -> None:
+    """Wait for every process, then leave the group.
+
+    The first process holds every process's results, prints them and exits with the run's code;
+    the others exit 0 once it has printed. Were they to exit with an error too, torchrun would stop
+    the first process with SIGTERM as soon as one of them did, and report that as well.
+    """
+    from adaptir_cli.distributed import barrier, shutdown
+
+    barrier(context)
+    shutdown(context)
 
 
 def print_json(payload: object) -> None:

@@ -16,7 +16,9 @@ from adaptir_cli.batch import STDIO, Job, JobPlanError, JobResult, names_one_ima
 from adaptir_cli.cli import auto_choice
 from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli import run_options
-from adaptir_cli.cli.common import fail, fail_with, loading_weights, print_json, split_hint, stderr, usage_error
+from adaptir_cli.cli.common import (
+    fail, fail_with, join, leave, loading_weights, print_json, split_hint, stderr, usage_error,
+)
 from adaptir_cli.cli.run_options import (
     TILE_HELP,
     check_output_folder,
@@ -26,6 +28,7 @@ from adaptir_cli.cli.run_options import (
     resolve_adapters,
     size_limit,
 )
+from adaptir_cli.distributed import Distributed, gather, launched_world, share
 from adaptir_cli.imaging.io import DEFAULT_QUALITY
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import AUTO, TASKS, UnknownTaskError, get_task
@@ -48,6 +51,8 @@ Examples:
   adaptir restore a.png b.png out/ --task sr4 --task lr4-noise30 --adapter '' --adapter lr4n30.safetensors
 
   adaptir restore big.tif out/ --task sr2 --base emt-x2 --tile 192 --device cuda --json > summary.json
+
+  torchrun --nproc-per-node 4 -m adaptir_cli restore photos/ out/ --task sr4 --json > summary.json
 """
 
 
@@ -117,7 +122,8 @@ def restore(
     for result in unreadable:
         _report(stderr, result, quiet)
 
-    restorers = Restorers(base, device=device, precision=precision)
+    context = join(device)  # under torchrun each process restores its share of the images
+    restorers = Restorers(base, device=str(context.device), precision=precision)
     with loading_weights("the bases"):  # each task's base (--base, else the task's default), each loaded once
         groups = plan_restore(runnable, restorers, use_defaults=not adapter)
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
@@ -129,16 +135,18 @@ def restore(
             except Exception as error:
                 fail_with(error, "see `adaptir restore --help`")
     order = {job.output: index for index, job in enumerate(jobs)}
-    results = sorted(
-        _run(
-            groups, settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels),
-            quality=quality, quiet=quiet,
-        ) + unreadable,
-        key=lambda result: order[result.job.output],
+    if context.active and context.main and not quiet:
+        stderr.print(f"{len(jobs)} images shared among {context.world} processes; the progress shown is process 0's share.")
+    mine = _run(
+        _shares(groups, context), settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels),
+        quality=quality, quiet=quiet or not context.main,
     )
+    # Every process classified every input for --task auto; the unreadable ones are counted once.
+    gathered = [r for part in gather(mine, context) for r in part] + (unreadable if context.main else [])
+    results = sorted(gathered, key=lambda result: order[result.job.output])
 
     failed = [r for r in results if r.status == "failed"]
-    if json_out:
+    if json_out and context.main:
         base_of = {job.output: restorer.base.name for restorer, group in groups for job in group}
         print_json({
             "bases": [
@@ -152,14 +160,25 @@ def restore(
                 {**r.to_json(), "base": base_of.get(r.job.output), **auto_choice.to_json(choices, r.job.output)}
                 for r in results
             ],
+            "processes": context.world,
         })
-    if failed:
+    if failed and context.main:
         stderr.print(f"[red]{len(failed)} of {len(results)} images failed.[/]")
+    leave(context)
+    if failed and context.main:  # torchrun's exit code is the first process's (see `leave`)
         raise typer.Exit(1)
+
+
+def _shares(groups: list[tuple[Restorer, list[Job]]], context: Distributed) -> list[tuple[Restorer, list[Job]]]:
+    """This process's share of each base's jobs: every process planned all of them, in the same order,
+    so the shares are disjoint and every image is written exactly once."""
+    return [(restorer, share(jobs, context)) for restorer, jobs in groups]
 
 
 def _check_standard_streams(inputs: list[Path], output: Path, json_out: bool) -> None:
     """'-' needs a pipe or a file on its stream: image bytes on a terminal help nobody."""
+    if launched_world() > 1 and STDIO in (*inputs, output):
+        usage_error("standard input or output (-) cannot be shared among torchrun's processes", "name files or folders")
     if STDIO in inputs and sys.stdin.isatty():
         usage_error("standard input (-) is a terminal", "pipe an image in: adaptir restore - OUTPUT --task T < photo.png")
     if output == STDIO:

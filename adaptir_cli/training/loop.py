@@ -6,6 +6,11 @@ for bases verified in bf16 (parameters and optimizer stay float32), fp32 otherwi
 CPU. The caller decides what trains (which tensors require gradients, which modules are in
 train mode) through a `Trainee`.
 
+On CUDA a step never waits for the GPU: the loss stays on the device and is read (one collective
+and one wait) every progress interval, batches come from pinned memory, trainable BatchNorm
+reduces its sums on the device (training/batchnorm.py) and DDP broadcasts no buffers. The history
+still holds every step's loss.
+
 Ctrl-C (SIGINT) or SIGTERM (what torchrun sends its workers) does not kill the run: the current
 step finishes, every process agrees to stop at the same step, a checkpoint is saved and
 `TrainingInterrupted` is raised (the commands exit 130). A second Ctrl-C quits at once.
@@ -13,6 +18,7 @@ step finishes, every process agrees to stop at the same step, a checkpoint is sa
 
 from __future__ import annotations
 
+import inspect
 import platform
 import signal
 import threading
@@ -43,7 +49,8 @@ from adaptir_cli.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from adaptir_cli.training.distributed import Distributed, all_reduce_sum, barrier, use_global_batchnorm
+from adaptir_cli.distributed import Distributed, all_reduce_sum, any_process, barrier
+from adaptir_cli.training.batchnorm import use_global_batchnorm
 from adaptir_cli.training.progress import TrainingProgress
 from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData
 from adaptir_cli.training.data import default_workers
@@ -280,7 +287,19 @@ def train(
             history.best = {"step": done, "psnr": score}
         progress.validated(done, score, history.best["psnr"], history.best["step"])
 
+    # This process's losses of the steps not read yet, kept on the device: reading a CUDA tensor on
+    # the host waits for the GPU to finish the step, so losses are read once per progress line.
+    unread: list[torch.Tensor] = []
+
+    def read_losses() -> None:
+        """Move the unread losses, averaged over the processes, into the history (one collective)."""
+        if unread:
+            sums = all_reduce_sum(torch.stack(unread).double(), context).tolist()
+            history.losses.extend(loss_sum / context.world for loss_sum in sums)
+            unread.clear()
+
     def save(done: int) -> None:
+        read_losses()  # the checkpoint's history holds every step's loss
         history.seconds = elapsed()
         if context.main:
             save_checkpoint(checkpoint, Checkpoint(
@@ -289,7 +308,8 @@ def train(
             ))
         barrier(context)  # nobody leaves before the checkpoint is on disk
 
-    with StopRequest() as stop, BatchStream(sampler, indices, settings.steps, settings.workers) as stream, progress:
+    pin = device.type == "cuda"  # pinned host memory makes the non-blocking copies below asynchronous
+    with StopRequest() as stop, BatchStream(sampler, indices, settings.steps, settings.workers, pin) as stream, progress:
         if trainee.validation and validate_start and start == 0:
             validate(0)
         for step in range(start, settings.steps):
@@ -310,11 +330,13 @@ def train(
             done = step + 1
             if on_step is not None:
                 on_step(done)
-            # One collective per step: the mean loss over processes, and whether any was asked to stop.
-            flags = torch.stack([loss.detach().double(), loss.new_tensor(float(stop.requested), dtype=torch.float64)])
-            loss_sum, stops = all_reduce_sum(flags, context).tolist()
-            history.losses.append(loss_sum / context.world)
-            progress.step(done, history.losses[-1], lr)
+            unread.append(loss.detach())
+            # Every process stops at the same step; the flag is a host value, so asking costs no GPU wait.
+            stops = any_process(stop.requested, context)
+            shown = done % progress.every == 0 or done == settings.steps
+            if shown:
+                read_losses()
+            progress.step(done, history.losses[-1] if shown else None, lr)
             if trainee.validation and (done == settings.steps or (settings.val_every and done % settings.val_every == 0)):
                 validate(done)
             if done == settings.steps:
@@ -335,11 +357,21 @@ def train(
     )
 
 
+# Buffers are identical in every process anyway (trainable BatchNorm keeps global statistics,
+# frozen buffers never change), so DDP's buffer broadcast before each forward would only cost a
+# collective over every buffer of the frozen base per step: it is turned off. torch 2.13 renamed
+# the switch (the new one still syncs once, at construction: harmless, the buffers are equal).
+NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
+
+
 def _data_parallel(module: nn.Module, context: Distributed, find_unused_parameters: bool) -> nn.Module:
-    # Buffers are identical in every process anyway (trainable BatchNorm keeps global statistics,
-    # frozen buffers never change), so DDP's buffer broadcast at each forward changes nothing.
     return DistributedDataParallel(
         module,
         device_ids=[context.device.index] if context.device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters,
+        **NO_BUFFER_SYNC,
     )

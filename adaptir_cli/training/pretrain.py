@@ -21,7 +21,7 @@ from adaptir_cli.tasks import get_task
 from adaptir_cli.training.base_file import save_base
 from adaptir_cli.training.checkpoint import checkpoint_path, log_path, write_json
 from adaptir_cli.training.data import DataError, DataOptions, check_sizes, prepare_images
-from adaptir_cli.training.distributed import Distributed, barrier, setup, shutdown
+from adaptir_cli.distributed import Distributed, barrier, setup, shutdown
 from adaptir_cli.training.inputs import check_patch, degradation_for, task_data
 from adaptir_cli.training.loop import LoopSettings, StepCallback, Trainee, TrainResult, train
 

@@ -23,7 +23,10 @@ class TrainingProgress:
         self.steps = steps
         self.enabled = enabled
         self.live = enabled and console.is_terminal
+        # Steps between plain lines, and between loss readings: the loop reads the loss (a wait
+        # for the GPU) only at these steps, so the live display's loss changes at the same pace.
         self.every = max(1, steps // _PLAIN_LINES)
+        self.loss = "-"
         self.times: deque[tuple[int, float]] = deque([(start, time.perf_counter())], maxlen=_SPEED_WINDOW)
         self.validation = "val -"
         self.progress = Progress(
@@ -45,10 +48,13 @@ class TrainingProgress:
         (first_step, first_time), (last_step, last_time) = self.times[0], self.times[-1]
         return (last_step - first_step) / (last_time - first_time) if last_time > first_time else 0.0
 
-    def step(self, step: int, loss: float, lr: float) -> None:
-        """Report that `step` steps are done, the last with this loss and learning rate."""
+    def step(self, step: int, loss: float | None, lr: float) -> None:
+        """Report that `step` steps are done, the last with this learning rate and loss (None: not
+        read at this step; the last one read stays shown)."""
         self.times.append((step, time.perf_counter()))
-        fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "speed": f"{self.speed():.2f} steps/s", "val": self.validation}
+        if loss is not None:
+            self.loss = f"{loss:.4f}"
+        fields = {"loss": self.loss, "lr": f"{lr:.2e}", "speed": f"{self.speed():.2f} steps/s", "val": self.validation}
         if self.live:
             self.progress.update(self.task, completed=step, **fields)
         elif self.enabled and (step % self.every == 0 or step == self.steps):

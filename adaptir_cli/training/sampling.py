@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -214,10 +214,17 @@ class BatchSampler:
 
 class BatchStream:
     """This process's batches, step after step; with `workers` > 0 the next step's crops are cut
-    in a side thread while the current step trains (0: everything in the calling thread)."""
+    in a side thread while the current step trains (0: everything in the calling thread).
 
-    def __init__(self, sampler: BatchSampler, indices: Sequence[int], last_step: int, workers: int) -> None:
+    `pin` puts each batch in pinned (page-locked) memory, for a CUDA device: only from there is a
+    `non_blocking` copy to the GPU really asynchronous.
+    """
+
+    def __init__(
+        self, sampler: BatchSampler, indices: Sequence[int], last_step: int, workers: int, pin: bool = False
+    ) -> None:
         self.sampler = sampler
+        self.pin = pin
         self.indices = list(indices)
         self.last_step = last_step
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="adaptir-crops") if workers > 0 else None
@@ -233,7 +240,10 @@ class BatchStream:
         self.pending = None
         if self.ahead is not None and step + 1 < self.last_step:
             self.pending = self.ahead.submit(self._crops, step + 1)
-        return self.sampler.finish(crops)
+        batch = self.sampler.finish(crops)
+        if self.pin:
+            batch = replace(batch, lq=batch.lq.pin_memory(), gt=batch.gt.pin_memory())
+        return batch
 
     def close(self) -> None:
         if self.ahead is not None:

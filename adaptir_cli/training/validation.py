@@ -19,7 +19,7 @@ from adaptir_cli.metrics import psnr, ssim, to_uint8
 from adaptir_cli.restorer import to_numpy, to_tensor
 from adaptir_cli.runtime import Precision, autocast
 from adaptir_cli.tasks import get_task
-from adaptir_cli.training.distributed import Distributed, all_reduce_sum
+from adaptir_cli.distributed import Distributed, all_reduce_sum
 from adaptir_cli.training.sampling import ValidationPair
 
 # SSIM's 11 px window needs more than this many pixels per side after the border crop.

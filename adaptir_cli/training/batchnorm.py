@@ -1,88 +1,25 @@
-"""One training run over several processes (`torchrun --nproc-per-node N`): setup and collectives.
+"""BatchNorm over the global batch of a data-parallel run (`torchrun --nproc-per-node N`).
 
 Each process trains on its slice of the global batch (training/sampling.py) and DDP averages the
 gradients of the trainable tensors, so N processes with `--batch b` follow the run of one process
-with batch N*b. Backends: NCCL between GPUs, gloo between CPU processes.
+with batch N*b. BatchNorm needs care for that equality to hold. A plain BatchNorm normalises with
+the statistics of its own process's b samples: the function trained, and the statistics kept,
+would both differ from one process's. PyTorch's SyncBatchNorm fixes this on GPUs only, so
+trainable BatchNorm layers (AdaptIR's down-projection) are swapped for `GlobalBatchNorm2d`, which
+all-reduces the batch sums in a differentiable way on any backend: every process normalises with,
+and keeps running statistics of, the whole global batch.
 
-BatchNorm needs care for that equality to hold. A plain BatchNorm normalises with the statistics
-of its own process's b samples, and DDP would then copy rank 0's running statistics over the
-others at every forward: the function trained, and the statistics kept, would both differ from
-one process's. PyTorch's SyncBatchNorm fixes this on GPUs only, so trainable BatchNorm layers
-(AdaptIR's down-projection) are swapped for `GlobalBatchNorm2d`, which all-reduces the batch
-sums in a differentiable way on any backend: every process normalises with, and keeps running
-statistics of, the whole global batch.
+Nothing in it reads a device tensor on the host, or builds one from host values: on CUDA a layer
+costs two NCCL all-reduces queued on the stream (forward and backward), never a wait for the GPU.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from adaptir_cli.runtime import RuntimeChoiceError, resolve_device
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Where this process stands: its rank among `world` processes and its device."""
-
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        """Only the main process writes files and shows progress."""
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def setup(device_spec: str = "auto") -> Distributed:
-    """Join the process group torchrun describes (WORLD_SIZE, RANK, ...), or run alone without it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed(0, 1, 0, resolve_device(device_spec))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    spec = device_spec.strip().lower()
-    if spec.startswith("cuda:"):
-        raise RuntimeChoiceError("under torchrun each process uses GPU LOCAL_RANK; pass --device cuda (or auto)")
-    device = resolve_device(spec)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
-    return Distributed(rank, world, local_rank, device)
-
-
-def shutdown(context: Distributed) -> None:
-    if context.active and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def all_reduce_sum(tensor: torch.Tensor, context: Distributed) -> torch.Tensor:
-    """`tensor` summed over the processes, on the CPU (a copy of it when alone).
-
-    The sum travels on the process's device: NCCL cannot reduce CPU tensors.
-    """
-    if not context.active:
-        return tensor.detach().cpu().clone()
-    reduced = tensor.detach().to(context.device, copy=True)
-    dist.all_reduce(reduced)
-    return reduced.cpu()
-
-
-def barrier(context: Distributed) -> None:
-    if context.active:
-        dist.barrier()
 
 
 class _SumOverProcesses(torch.autograd.Function):
@@ -116,10 +53,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         channels = x.shape[1]
         wide = x.double()
+        # The count is filled on the device: new_tensor([n]) would copy from the host, a CUDA sync.
         local = torch.cat([
             wide.sum(dim=(0, 2, 3)),
             (wide * wide).sum(dim=(0, 2, 3)),
-            wide.new_tensor([x.numel() // channels]),
+            torch.full((1,), x.numel() // channels, dtype=torch.float64, device=x.device),
         ])
         total = _SumOverProcesses.apply(local)
         count = total[-1]
@@ -127,10 +65,13 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         var = total[channels : 2 * channels] / count - mean * mean
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
-                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                # Running variance is unbiased, as nn.BatchNorm keeps it.
-                unbiased = var * count / max(float(count) - 1.0, 1.0)
+                tracked = self.num_batches_tracked
+                assert tracked is not None, "track_running_stats keeps a batch count"
+                tracked.add_(1)
+                # Cumulative averaging (momentum None) as a tensor: float(tracked) would wait for the GPU.
+                momentum = self.momentum if self.momentum is not None else tracked.reciprocal().to(self.running_mean.dtype)
+                # Running variance is unbiased, as nn.BatchNorm keeps it; clamp, not max(): on the device.
+                unbiased = var * count / (count - 1.0).clamp(min=1.0)
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
         scale = torch.rsqrt(var + self.eps).to(x.dtype)
