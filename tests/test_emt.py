@@ -155,14 +155,17 @@ def test_fused_attention_equals_the_written_out_formula(components: int) -> None
 
 
 def test_model_with_fused_attention_equals_the_written_out_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)  # a fixed random model: how much it amplifies rounding varies between models
     model = EMT(TINY).eval()
     x = smooth_image(40, 36)
     with torch.inference_mode():
         fused = model(x)
         monkeypatch.setattr(arch, "_attend", _explicit_attention)
-        # Rounding only; a random model amplifies it more than the published ones (EMT.md 9.12),
-        # which tests/test_bench.py and test_set5_reproduces_published_psnr check end to end.
-        assert (model(x) - fused).abs().max() <= 2e-2
+        # Rounding only (outputs are about 100 on the 0..255 scale, so a wrong attention would be off
+        # by tens); a random model amplifies it more than the published ones (EMT.md 9.12), which
+        # tests/test_bench.py and test_set5_reproduces_published_psnr check end to end. 0.04 was
+        # seen with 2 threads, 0.02 with 1.
+        assert (model(x) - fused).abs().max() <= 0.1
 
 
 @pytest.mark.parametrize("size", [(16, 40), (40, 16)])
