@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from adaptir_cli.adapters import AdapterFile, apply_adapter, check_task, read_adapter
@@ -296,13 +295,3 @@ def _device_sink(copies: HostCopies, quantize: Callable[[torch.Tensor], torch.Te
         return lambda top, left, block: copies.put(top, left, block.clamp(0, 1))
     return lambda top, left, block: copies.put(top, left, quantize(block))
 
-
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HWC float32 [0, 1] -> (1, 3, H, W), a view: tiles are copied out of it anyway, and a second
-    float copy of a 12 MP input would cost 144 MB."""
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None]
-
-
-def to_numpy(image: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) -> HWC float32, a view: a 16000 x 12000 output is not copied again."""
-    return image[0].permute(1, 2, 0).numpy()

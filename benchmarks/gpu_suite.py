@@ -42,8 +42,9 @@ from adaptir_cli.bases.ipt import official_state_dict
 from adaptir_cli.bases.ipt.arch import IPT, TINY_CONFIG, IPTConfig
 from adaptir_cli.bench.runner import Method, run_speed
 from adaptir_cli.imaging.io import read_image
+from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.metrics import psnr, to_uint8
-from adaptir_cli.restorer import Restorer, TileSettings, to_numpy, to_tensor
+from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.runtime import Precision, accelerator_info, apply_tf32_policy, autocast, resolve_device
 from adaptir_cli.weights.cache import local_file
 from adaptir_cli.weights.manifest import default_manifest

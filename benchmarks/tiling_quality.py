@@ -25,8 +25,9 @@ import torch
 from adaptir_cli.bench.protocol import make_protocol
 from adaptir_cli.imaging.io import read_image
 from adaptir_cli.imaging.resize import modcrop
+from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.metrics import psnr, to_uint8
-from adaptir_cli.restorer import Restorer, TileSettings, to_numpy, to_tensor
+from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.weights.resolve import load_base
 
 

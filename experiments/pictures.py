@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw, ImageFont
 from adaptir_cli.data.degradations import get_degradation
 from adaptir_cli.imaging.compare import Panel, compare, to_uint8
 from adaptir_cli.imaging.io import write_image
-from adaptir_cli.restorer import Restorer, to_numpy, to_tensor
+from adaptir_cli.imaging.tensors import to_numpy, to_tensor
+from adaptir_cli.restorer import Restorer
 from adaptir_cli.weights.resolve import base_for, default_adapter, load_base
 
 # task -> the degradation that makes its input (the benchmark's, at a level worth looking at)

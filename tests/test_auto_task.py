@@ -26,11 +26,11 @@ from adaptir_cli.auto_task import (
     shipped_classifier,
     synthesise,
 )
-from adaptir_cli.batch import STDIO, Job, JobPlanError
 from adaptir_cli.bases.loading import sha256_file
 from adaptir_cli.cli import completion
 from adaptir_cli.cli.app import app
 from adaptir_cli.data.degradations import get_degradation
+from adaptir_cli.file_jobs import STDIO, Job, JobPlanError
 from adaptir_cli.imaging.io import read_image
 from adaptir_cli.metrics import to_uint8
 from adaptir_cli.tasks import TASKS

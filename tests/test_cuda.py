@@ -24,8 +24,9 @@ from adaptir_cli.bases.compactir.arch import cut_windows
 from adaptir_cli.bases.ipt import official_state_dict
 from adaptir_cli.bases.ipt.arch import IPT, IPTConfig
 from adaptir_cli.host_copies import HostCopies
+from adaptir_cli.imaging.tensors import to_numpy
 from adaptir_cli.metrics import psnr, to_uint8
-from adaptir_cli.restorer import Restorer, TileSettings, to_numpy
+from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import UnknownTaskError, get_task
 from adaptir_cli.weights.manifest import default_manifest
 from adaptir_cli.weights.resolve import load_base

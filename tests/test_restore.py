@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from adaptir_cli.batch import JobPlanError, plan_jobs
 from adaptir_cli.bases import load_base_file
 from adaptir_cli.cli.app import app
+from adaptir_cli.file_jobs import JobPlanError, plan_jobs
 from adaptir_cli.metrics import psnr
 from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
 

@@ -15,8 +15,8 @@ from PIL.PngImagePlugin import PngInfo
 from typer.testing import CliRunner
 
 from adaptir_cli.bases import load_base_file
-from adaptir_cli.batch import JobPlanError, plan_jobs, run_jobs
 from adaptir_cli.cli.app import app
+from adaptir_cli.file_jobs import JobPlanError, plan_jobs, run_jobs
 from adaptir_cli.restorer import Restorer, TileSettings
 
 runner = CliRunner()

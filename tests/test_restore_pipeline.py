@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 
 from adaptir_cli import restorer as restorer_module
 from adaptir_cli.bases import load_base_file
-from adaptir_cli.batch import plan_jobs, run_jobs
 from adaptir_cli.cli.app import app
+from adaptir_cli.file_jobs import plan_jobs, run_jobs
 from adaptir_cli.host_copies import HostCopies
 from adaptir_cli.imaging.device_samples import device_samples
 from adaptir_cli.imaging.io import ImageWriteError, OutputPlan, plan_output, read_image, resize_alpha
+from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.imaging.tiling import Tile
 from adaptir_cli.output_writer import InOrder, OutputWriter
 from adaptir_cli.restorer import (
@@ -29,8 +30,6 @@ from adaptir_cli.restorer import (
     RestoreError,
     TileSettings,
     batch_for_memory,
-    to_numpy,
-    to_tensor,
 )
 
 runner = CliRunner()

@@ -37,8 +37,9 @@ from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.distributed import Distributed, share
 from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS, ImageReadError, read_image, write_image
 from adaptir_cli.imaging.resize import imresize, modcrop
+from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.metrics import psnr, ssim, to_uint8
-from adaptir_cli.restorer import Restorer, RestoreError, TileSettings, to_numpy, to_tensor
+from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
 from adaptir_cli.runtime import accelerator_info
 
 MethodKind = Literal["baseline", "base", "adapter"]

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
-from adaptir_cli.batch import Job, JobPlanError, JobResult
 from adaptir_cli.cli.common import fail_with, split_hint, stderr, usage_error
+from adaptir_cli.file_jobs import Job, JobPlanError, JobResult
 from adaptir_cli.tasks import AUTO
 
 if TYPE_CHECKING:  # auto_task pulls in torch, which --help does not need

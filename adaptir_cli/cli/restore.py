@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adaptir_cli.api import Restorers, plan_restore
-from adaptir_cli.batch import STDIO, Job, JobPlanError, JobResult, names_one_image, plan_jobs, run_jobs
 from adaptir_cli.cli import auto_choice
 from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli import run_options
@@ -29,6 +28,7 @@ from adaptir_cli.cli.run_options import (
     size_limit,
 )
 from adaptir_cli.distributed import Distributed, gather, launched_world, share
+from adaptir_cli.file_jobs import STDIO, Job, JobPlanError, JobResult, names_one_image, plan_jobs, run_jobs
 from adaptir_cli.imaging.io import DEFAULT_QUALITY
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import AUTO, TASKS, UnknownTaskError, get_task

@@ -14,9 +14,9 @@ import torch
 
 from adaptir_cli.bases.descriptor import BaseDescriptor
 from adaptir_cli.bench.protocol import default_channel_and_crop
+from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.imaging.tiling import run_tiled
 from adaptir_cli.metrics import psnr, ssim, to_uint8
-from adaptir_cli.restorer import to_numpy, to_tensor
 from adaptir_cli.runtime import Precision, autocast
 from adaptir_cli.tasks import get_task
 from adaptir_cli.distributed import Distributed, all_reduce_sum

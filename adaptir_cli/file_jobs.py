@@ -35,8 +35,9 @@ from adaptir_cli.imaging.io import (
     resize_alpha,
 )
 from adaptir_cli.imaging.device_samples import device_samples
+from adaptir_cli.imaging.tensors import to_tensor
 from adaptir_cli.output_writer import InOrder, OutputWriter
-from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings, to_tensor
+from adaptir_cli.restorer import Restorer, RestoreStats, TileSettings
 
 
 # As an input: the image is read from standard input; as the output: written to standard output.
