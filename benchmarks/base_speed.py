@@ -16,7 +16,7 @@ import platform
 
 import torch
 
-from adaptir_cli.bench.runner import Method, run_speed
+from adaptir_cli.bench.runner import Contender, run_speed
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.weights.resolve import load_base
 
@@ -45,7 +45,7 @@ def main() -> None:
         for name in names:
             restorer = Restorer(load_base(name), device=args.device, precision="fp32")
             for size in args.sizes:
-                report = run_speed(restorer, task, [Method(name, "base")], (size, size), repeats=args.repeats,
+                report = run_speed(restorer, task, [Contender(name, "base")], (size, size), repeats=args.repeats,
                                    warmup=args.warmup, settings=TileSettings())
                 timing = report.results[0]
                 rows.append({"task": task, "base": name, "input": f"{size}x{size}",

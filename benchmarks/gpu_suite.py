@@ -40,7 +40,7 @@ from adaptir_cli.atomic_files import atomic_write_text
 from adaptir_cli.bases import LoadedBase, build_base
 from adaptir_cli.bases.ipt import official_state_dict
 from adaptir_cli.bases.ipt.arch import IPT, TINY_CONFIG, IPTConfig
-from adaptir_cli.bench.runner import Method, run_speed
+from adaptir_cli.bench.runner import Contender, run_speed
 from adaptir_cli.imaging.io import read_image
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.metrics import psnr, to_uint8
@@ -154,7 +154,7 @@ def tf32(device: torch.device) -> bool:
     return bool(accelerator_info(device)["tf32"])
 
 
-def restore_seconds(restorer: Restorer, task: str, method: Method, size: tuple[int, int],
+def restore_seconds(restorer: Restorer, task: str, method: Contender, size: tuple[int, int],
                     settings: TileSettings, ctx: Context) -> float:
     """restore's median seconds; restore returns its result on the CPU, which waits for the GPU."""
     report = run_speed(restorer, task, [method], size, repeats=ctx.sizes.repeats, warmup=ctx.sizes.warmup,
@@ -172,7 +172,7 @@ def section_ipt_restore(ctx: Context) -> dict[str, Any]:
         restorer = Restorer(base, device=str(ctx.device), precision=precision)
         restorer.use(IPT_TASK, adapter)
         _, stats = restorer.restore(image, TileSettings())  # the patch count of the default tiling
-        seconds = restore_seconds(restorer, IPT_TASK, Method("adaptir", "adapter", restorer.adapter), (height, width),
+        seconds = restore_seconds(restorer, IPT_TASK, Contender("adaptir", "adapter", restorer.adapter), (height, width),
                                   TileSettings(), ctx)
         out[precision] = {
             "seconds": measurement(ctx, seconds, "s", "ipt_restore"),
@@ -206,7 +206,7 @@ def section_patch_floor(ctx: Context) -> dict[str, Any]:
 
 def section_emt_x4(ctx: Context) -> dict[str, Any]:
     restorer = Restorer(load_base("emt-x4"), device=str(ctx.device), precision="fp32")
-    method = Method("emt-x4", "base")
+    method = Contender("emt-x4", "base")
     out: dict[str, Any] = {"precision": "fp32", "tf32": tf32(ctx.device)}
     # Each input records the target of the full-size input it stands for (the same one without --quick).
     for (height, width), full in zip(ctx.sizes.emt_inputs, FULL.emt_inputs):

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from adaptir_cli.bench.protocol import ProtocolError, make_protocol
-from adaptir_cli.bench.runner import Method, make_pair, run_benchmark, score_image
+from adaptir_cli.bench.runner import Contender, make_pair, run_benchmark, score_image
 from adaptir_cli.cli.app import app
 from adaptir_cli.data.datasets import DATASETS, BenchImage, DatasetError, PairLayout, find_dataset
 from adaptir_cli.imaging.io import read_image
@@ -72,7 +72,7 @@ def test_noise_baseline_has_the_psnr_sigma_implies(tmp_path: Path) -> None:
     folder = tmp_path / "grey"
     _png(folder / "grey.png", np.full((128, 128, 3), 128, np.uint8))
     protocol, degradation = make_protocol("denoise", sigma=25)
-    result = run_benchmark([find_dataset(str(folder))], protocol, degradation, [Method("input", "baseline")], None)
+    result = run_benchmark([find_dataset(str(folder))], protocol, degradation, [Contender("input", "baseline")], None)
     assert result.datasets[0].results[0].psnr("rgb") == pytest.approx(20 * np.log10(255 / 25), abs=0.1)
 
 
@@ -198,7 +198,7 @@ def test_bicubic_x2_baseline_on_set5(shared: Path) -> None:
     and measures the float Y of the RGB result. Reproducing both pins the resize and the metric."""
     protocol, degradation = make_protocol("sr2")
     dataset = find_dataset("Set5", data_dir=shared / "data" / "test")
-    result = run_benchmark([dataset], protocol, degradation, [Method("bicubic", "baseline")], None)
+    result = run_benchmark([dataset], protocol, degradation, [Contender("bicubic", "baseline")], None)
     bicubic = result.datasets[0].results[0]
     assert bicubic.psnr("y") == pytest.approx(33.682, abs=0.001)
     assert bicubic.ssim("y") == pytest.approx(0.9305, abs=0.0005)

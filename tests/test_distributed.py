@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from adaptir_cli.bench.protocol import make_protocol
 from adaptir_cli.bench.render import bench_to_json
-from adaptir_cli.bench.runner import Method, merge_results, plan_methods, run_benchmark
+from adaptir_cli.bench.runner import Contender, merge_results, plan_methods, run_benchmark
 from adaptir_cli.cli.app import app
 from adaptir_cli.data.datasets import find_dataset
 from adaptir_cli.distributed import Distributed, gather, setup, share
@@ -74,7 +74,7 @@ def test_bench_shares_merge_into_the_single_process_result(tmp_path: Path, tiny_
     protocol, degradation = make_protocol("sr2")
     dataset = find_dataset(str(folder))
     restorer = Restorer(load_base_file(tiny_emt_file), device="cpu")
-    methods = [Method("bicubic", "baseline"), *plan_methods([], restorer=restorer, baseline=False, scale=2)]
+    methods = [Contender("bicubic", "baseline"), *plan_methods([], restorer=restorer, baseline=False, scale=2)]
 
     def run(context: Distributed | None):
         return run_benchmark([dataset], protocol, degradation, methods, restorer, context=context)

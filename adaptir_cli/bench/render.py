@@ -21,7 +21,7 @@ from rich.table import Table
 
 from adaptir_cli.atomic_files import atomic_write_text
 from adaptir_cli.bench.protocol import CHANNELS, Channel
-from adaptir_cli.bench.runner import BenchResult, MethodResult, RunInfo, SpeedReport
+from adaptir_cli.bench.runner import BenchResult, ContenderResult, RunInfo, SpeedReport
 
 RESULTS_FORMAT = "adaptir-bench"
 RESULTS_VERSION = 1
@@ -41,7 +41,7 @@ def _info_json(info: RunInfo) -> dict[str, object]:
     }
 
 
-def _method_json(result: MethodResult) -> dict[str, object]:
+def _method_json(result: ContenderResult) -> dict[str, object]:
     return {
         "images_scored": len(result.scores),
         "psnr": {c: _number(result.psnr(c)) for c in CHANNELS},
@@ -145,7 +145,7 @@ def _header(console: Console, info: RunInfo, protocol_rows: list[tuple[str, str]
         console.print(f"[bold]{key:<10}[/] {escape(value)}", highlight=False, soft_wrap=True)
 
 
-def _psnr_ssim(result: MethodResult, channel: Channel) -> str:
+def _psnr_ssim(result: ContenderResult, channel: Channel) -> str:
     if not result.scores:
         return "-"
     return f"{result.psnr(channel):.2f} / {result.ssim(channel):.4f}"

@@ -42,15 +42,16 @@ from adaptir_cli.metrics import psnr, ssim, to_uint8
 from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
 from adaptir_cli.runtime import accelerator_info
 
-MethodKind = Literal["baseline", "base", "adapter"]
+ContenderKind = Literal["baseline", "base", "adapter"]
 
 
 @dataclass(frozen=True)
-class Method:
-    """One column: what turns a degraded input into the image that is scored."""
+class Contender:
+    """One column of a benchmark: what turns a degraded input into the image that is scored (the
+    tables call it "Method"; a PETL method is adapters.Method)."""
 
     label: str
-    kind: MethodKind
+    kind: ContenderKind
     adapter: AdapterFile | None = None
     path: Path | None = None
     sha256: str | None = None
@@ -70,8 +71,8 @@ class ImageScore:
 
 
 @dataclass
-class MethodResult:
-    method: Method
+class ContenderResult:
+    method: Contender
     scores: list[ImageScore] = field(default_factory=list)
 
     def psnr(self, channel: Channel) -> float:
@@ -105,7 +106,7 @@ class DatasetResult:
     name: str
     folder: Path
     images: int
-    results: list[MethodResult]
+    results: list[ContenderResult]
     paired: bool = False  # inputs are the set's own files, not made by the task's degradation
     failures: list[Failure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -135,7 +136,7 @@ class RunInfo:
 class BenchResult:
     info: RunInfo
     protocol: Protocol
-    methods: list[Method]
+    methods: list[Contender]
     datasets: list[DatasetResult]
 
     @property
@@ -190,22 +191,22 @@ def run_info(task: str, restorer: Restorer | None, settings: TileSettings) -> Ru
 
 def plan_methods(
     adapters: list[Path | None], *, restorer: Restorer | None, baseline: bool, scale: int
-) -> list[Method]:
+) -> list[Contender]:
     """The columns: the baseline first (if asked), then the bare base or each adapter.
 
     No adapters means the bare base; `None` in `adapters` asks for the bare base beside adapters.
     Labels are file stems, made unique so that each names one column.
     """
-    methods = [Method("bicubic" if scale > 1 else "input", "baseline")] if baseline else []
+    methods = [Contender("bicubic" if scale > 1 else "input", "baseline")] if baseline else []
     if restorer is None:
         if adapters:
             raise BenchError("--adapter needs --base: an adapter only runs on the base it was trained for")
         return methods
     for path in adapters or [None]:
         if path is None:
-            methods.append(Method(restorer.base.name, "base"))
+            methods.append(Contender(restorer.base.name, "base"))
         else:
-            methods.append(Method(path.stem, "adapter", read_adapter(path), path, sha256_file(path)))
+            methods.append(Contender(path.stem, "adapter", read_adapter(path), path, sha256_file(path)))
     seen: dict[str, int] = {}
     for index, method in enumerate(methods):
         seen[method.label] = seen.get(method.label, 0) + 1
@@ -232,7 +233,7 @@ def run_benchmark(
     datasets: list[Dataset],
     protocol: Protocol,
     degradation: Degradation,
-    methods: list[Method],
+    methods: list[Contender],
     restorer: Restorer | None,
     settings: TileSettings | None = None,
     *,
@@ -251,7 +252,7 @@ def run_benchmark(
     results = []
     for dataset in datasets:
         notes = check_dataset(dataset, protocol)
-        outcome = DatasetResult(dataset.name, dataset.folder, len(dataset.images), [MethodResult(m) for m in methods],
+        outcome = DatasetResult(dataset.name, dataset.folder, len(dataset.images), [ContenderResult(m) for m in methods],
                                 paired=dataset.paired, notes=notes)
         indexed = list(enumerate(dataset.images))
         for index, image in share(indexed, context) if context is not None else indexed:
@@ -276,7 +277,7 @@ def merge_results(parts: list[BenchResult], datasets: list[Dataset]) -> BenchRes
         order = {image.name: index for index, image in enumerate(dataset.images)}
         shares = [part.datasets[number] for part in parts]
         results = [
-            MethodResult(result.method, sorted(
+            ContenderResult(result.method, sorted(
                 (score for part in shares for score in part.results[column].scores), key=lambda s: order[s.image]
             ))
             for column, result in enumerate(outcome.results)
@@ -348,7 +349,7 @@ def make_pair(
 
 
 def _run_method(
-    method: Method, lq: np.ndarray, protocol: Protocol, restorer: Restorer | None, settings: TileSettings
+    method: Contender, lq: np.ndarray, protocol: Protocol, restorer: Restorer | None, settings: TileSettings
 ) -> tuple[np.ndarray, float | None]:
     if method.kind == "baseline":
         upscaled = imresize(lq, scale=protocol.scale) if protocol.scale > 1 else lq
@@ -378,7 +379,7 @@ def _save(path: Path, pixels: np.ndarray) -> None:
 def run_speed(
     restorer: Restorer,
     task: str,
-    methods: list[Method],
+    methods: list[Contender],
     size: tuple[int, int],
     *,
     repeats: int = 5,

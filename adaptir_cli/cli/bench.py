@@ -18,8 +18,8 @@ from adaptir_cli.bench.render import bench_to_json, print_bench, print_speed, sp
 from adaptir_cli.bench.runner import (
     BenchError,
     BenchResult,
+    Contender,
     Failure,
-    Method,
     check_dataset,
     merge_results,
     plan_methods,
@@ -188,7 +188,7 @@ def _model(
 
 def _methods(
     adapters: list[Path | None], restorer: Restorer | None, *, baseline: bool, scale: int, task: str
-) -> list[Method]:
+) -> list[Contender]:
     """The columns, each checked against the base before the first image."""
     try:
         methods = plan_methods(adapters, restorer=restorer, baseline=baseline, scale=scale)
@@ -205,7 +205,7 @@ def _methods(
 
 
 def _run(
-    sets: list[Dataset], protocol: Protocol, degradation: Degradation, methods: list[Method], restorer: Restorer | None,
+    sets: list[Dataset], protocol: Protocol, degradation: Degradation, methods: list[Contender], restorer: Restorer | None,
     settings: TileSettings, save_images: Path | None, max_megapixels: float | None, quiet: bool, context: Distributed,
 ) -> BenchResult:
     """This process's share of the images (all of them alone), under a progress display."""

@@ -36,7 +36,7 @@ from adaptir_cli.bases import load_base_file
 from adaptir_cli.bases.loading import sha256_file
 from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.bench.protocol import CHANNELS, Protocol, make_protocol
-from adaptir_cli.bench.runner import BenchResult, DatasetResult, Method, check_dataset, run_benchmark
+from adaptir_cli.bench.runner import BenchResult, DatasetResult, Contender, check_dataset, run_benchmark
 from adaptir_cli.data.datasets import Dataset, DatasetError, find_dataset
 from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.experiments.config import Experiment, ExperimentError, Run
@@ -305,9 +305,9 @@ def _bench(
     for run in runs:
         if run.is_adapter:
             path = _output(experiment, run)
-            methods.append(Method(run.name, "adapter", read_adapter(path), path, sha256_file(path)))
+            methods.append(Contender(run.name, "adapter", read_adapter(path), path, sha256_file(path)))
         else:
-            methods.append(Method(run.name, "base"))
+            methods.append(Contender(run.name, "base"))
     for method in methods:  # every mismatch before the first image, not once per image
         try:
             restorer.use(protocol.task, method.adapter)
