@@ -26,7 +26,7 @@ import numpy as np
 from adaptir_cli.auto_task import AutoChoice, choose_tasks, classify
 from adaptir_cli.bases.model import LoadedBase
 from adaptir_cli.file_jobs import Job, JobResult, plan_jobs, run_jobs
-from adaptir_cli.imaging.io import DEFAULT_QUALITY
+from adaptir_cli.imaging.formats import DEFAULT_QUALITY
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import AUTO

@@ -33,7 +33,8 @@ from torch import nn
 
 from adaptir_cli.data.degradations import get_degradation
 from adaptir_cli.file_jobs import STDIO, Job, JobPlanError, JobResult
-from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS, read_image
+from adaptir_cli.imaging.formats import DEFAULT_MAX_MEGAPIXELS
+from adaptir_cli.imaging.reading import read_image
 from adaptir_cli.metrics import to_uint8
 from adaptir_cli.tasks import AUTO
 

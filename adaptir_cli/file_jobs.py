@@ -21,19 +21,9 @@ import numpy as np
 import torch
 
 from adaptir_cli.atomic_files import TargetExistsError, remove_stale_temporaries
-from adaptir_cli.imaging.io import (
-    DEFAULT_MAX_MEGAPIXELS,
-    DEFAULT_QUALITY,
-    IMAGE_EXTENSIONS,
-    LoadedImage,
-    decode_image,
-    has_image_name,
-    is_complete_image,
-    is_image_file,
-    plan_output,
-    read_image,
-    resize_alpha,
-)
+from adaptir_cli.imaging.formats import DEFAULT_MAX_MEGAPIXELS, DEFAULT_QUALITY, IMAGE_EXTENSIONS, LoadedImage, has_image_name, is_image_file
+from adaptir_cli.imaging.reading import decode_image, is_complete_image, read_image
+from adaptir_cli.imaging.writing import plan_output, resize_alpha
 from adaptir_cli.imaging.device_samples import device_samples
 from adaptir_cli.imaging.tensors import to_tensor
 from adaptir_cli.output_writer import InOrder, OutputWriter

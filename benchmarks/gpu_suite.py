@@ -41,7 +41,7 @@ from adaptir_cli.bases import LoadedBase, build_base
 from adaptir_cli.bases.ipt import official_state_dict
 from adaptir_cli.bases.ipt.arch import IPT, TINY_CONFIG, IPTConfig
 from adaptir_cli.bench.runner import Contender, run_speed
-from adaptir_cli.imaging.io import read_image
+from adaptir_cli.imaging.reading import read_image
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.metrics import psnr, to_uint8
 from adaptir_cli.restorer import Restorer, TileSettings

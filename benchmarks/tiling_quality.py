@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from adaptir_cli.bench.protocol import make_protocol
-from adaptir_cli.imaging.io import read_image
+from adaptir_cli.imaging.reading import read_image
 from adaptir_cli.imaging.resize import modcrop
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.metrics import psnr, to_uint8

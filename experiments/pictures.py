@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from adaptir_cli.data.degradations import get_degradation
 from adaptir_cli.imaging.compare import Panel, compare, to_uint8
-from adaptir_cli.imaging.io import write_image
+from adaptir_cli.imaging.writing import write_image
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.restorer import Restorer
 from adaptir_cli.weights.resolve import base_for, default_adapter, load_base

@@ -31,7 +31,7 @@ from adaptir_cli.cli import completion
 from adaptir_cli.cli.app import app
 from adaptir_cli.data.degradations import get_degradation
 from adaptir_cli.file_jobs import STDIO, Job, JobPlanError
-from adaptir_cli.imaging.io import read_image
+from adaptir_cli.imaging.reading import read_image
 from adaptir_cli.metrics import to_uint8
 from adaptir_cli.tasks import TASKS
 from adaptir_cli.weights.manifest import default_manifest, load_manifest

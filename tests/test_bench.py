@@ -15,7 +15,7 @@ from adaptir_cli.bench.protocol import ProtocolError, make_protocol
 from adaptir_cli.bench.runner import Contender, make_pair, run_benchmark, score_image
 from adaptir_cli.cli.app import app
 from adaptir_cli.data.datasets import DATASETS, BenchImage, DatasetError, PairLayout, find_dataset
-from adaptir_cli.imaging.io import read_image
+from adaptir_cli.imaging.reading import read_image
 from adaptir_cli.imaging.resize import imresize, modcrop
 from adaptir_cli.metrics import psnr, rgb_to_y, to_uint8
 from adaptir_cli.tasks import TASKS

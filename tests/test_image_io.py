@@ -14,15 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from adaptir_cli.imaging.io import (
-    ImageReadError,
-    ImageWriteError,
-    LoadedImage,
-    is_image_file,
-    read_image,
-    resize_alpha,
-    write_image,
-)
+from adaptir_cli.imaging.formats import ImageReadError, ImageWriteError, LoadedImage, is_image_file
+from adaptir_cli.imaging.reading import read_image
+from adaptir_cli.imaging.writing import resize_alpha, write_image
 
 RNG = np.random.default_rng(0)
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

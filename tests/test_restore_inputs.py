@@ -12,7 +12,8 @@ from PIL import Image, ImageFile
 from typer.testing import CliRunner
 
 from adaptir_cli.cli.app import app
-from adaptir_cli.imaging.io import ImageReadError, ImageTooLargeError, read_image
+from adaptir_cli.imaging.formats import ImageReadError, ImageTooLargeError
+from adaptir_cli.imaging.reading import read_image
 
 runner = CliRunner()
 

@@ -20,7 +20,9 @@ from adaptir_cli.cli.app import app
 from adaptir_cli.file_jobs import plan_jobs, run_jobs
 from adaptir_cli.host_copies import HostCopies
 from adaptir_cli.imaging.device_samples import device_samples
-from adaptir_cli.imaging.io import ImageWriteError, OutputPlan, plan_output, read_image, resize_alpha
+from adaptir_cli.imaging.formats import ImageWriteError
+from adaptir_cli.imaging.reading import read_image
+from adaptir_cli.imaging.writing import OutputPlan, plan_output, resize_alpha
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.imaging.tiling import Tile
 from adaptir_cli.output_writer import InOrder, OutputWriter

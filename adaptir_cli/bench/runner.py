@@ -35,7 +35,9 @@ from adaptir_cli.bench.protocol import CHANNELS, Channel, Protocol
 from adaptir_cli.data.datasets import BenchImage, Dataset, DatasetError
 from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.distributed import Distributed, share
-from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS, ImageReadError, read_image, write_image
+from adaptir_cli.imaging.formats import DEFAULT_MAX_MEGAPIXELS, ImageReadError
+from adaptir_cli.imaging.reading import read_image
+from adaptir_cli.imaging.writing import write_image
 from adaptir_cli.imaging.resize import imresize, modcrop
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
 from adaptir_cli.metrics import psnr, ssim, to_uint8

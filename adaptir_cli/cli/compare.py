@@ -10,7 +10,9 @@ import typer
 
 from adaptir_cli.cli.common import fail, print_json, stderr, usage_error
 from adaptir_cli.imaging.compare import CompareError, Panel, compare as compose, to_uint8
-from adaptir_cli.imaging.io import ImageReadError, ImageWriteError, read_image, write_image
+from adaptir_cli.imaging.formats import ImageReadError, ImageWriteError
+from adaptir_cli.imaging.reading import read_image
+from adaptir_cli.imaging.writing import write_image
 
 EXAMPLES = """
 Examples:

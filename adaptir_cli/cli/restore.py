@@ -29,7 +29,7 @@ from adaptir_cli.cli.run_options import (
 )
 from adaptir_cli.distributed import Distributed, gather, launched_world, share
 from adaptir_cli.file_jobs import STDIO, Job, JobPlanError, JobResult, names_one_image, plan_jobs, run_jobs
-from adaptir_cli.imaging.io import DEFAULT_QUALITY
+from adaptir_cli.imaging.formats import DEFAULT_QUALITY
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.tasks import AUTO, TASKS, UnknownTaskError, get_task
 

@@ -11,7 +11,7 @@ from adaptir_cli.atomic_files import scratch_file
 from adaptir_cli.bases.loading import WeightsError
 from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli.common import fail, split_hint, usage_error
-from adaptir_cli.imaging.io import DEFAULT_MAX_MEGAPIXELS
+from adaptir_cli.imaging.formats import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.restorer import DEFAULT_TILE, Restorer, RestoreError, TileSettings
 from adaptir_cli.runtime import RuntimeChoiceError, check_precision, resolve_device
 from adaptir_cli.weights.resolve import adapter_file

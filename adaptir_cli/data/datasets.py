@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptir_cli.imaging.io import is_image_file
+from adaptir_cli.imaging.formats import is_image_file
 from adaptir_cli.weights.cache import home
 
 ID_FIELD = "{id}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from adaptir_cli.imaging.io import OutputPlan, luma
+from adaptir_cli.imaging.writing import OutputPlan, luma
 
 # torch < 2.3 has no uint16: 16-bit samples then travel as int32 and become uint16 when the host
 # stores them into the output's array.

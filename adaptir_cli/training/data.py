@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from adaptir_cli.imaging.io import ImageReadError, is_image_file, read_image
+from adaptir_cli.imaging.formats import ImageReadError, is_image_file
+from adaptir_cli.imaging.reading import read_image
 
 # Fields a pairing template may use, taken from the ground-truth file name "0001.png":
 # {name} = "0001.png", {stem} = "0001", {ext} = ".png". DIV2K's x4 LR files: "{stem}x4{ext}".

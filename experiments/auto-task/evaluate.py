@@ -20,7 +20,7 @@ import numpy as np
 
 from adaptir_cli.auto_task import LABELS, TASK_OF_LABEL, TaskClassifier, classify, read_classifier, synthesise
 from adaptir_cli.data.degradations import get_degradation, jpeg
-from adaptir_cli.imaging.io import read_image
+from adaptir_cli.imaging.reading import read_image
 from adaptir_cli.metrics import to_uint8
 from adaptir_cli.training.data import list_images
 

@@ -23,7 +23,7 @@ import torch
 
 from adaptir_cli.auto_task import BLOCK, CROP, LABELS, TaskClassifier, save_classifier, synthesise
 from adaptir_cli.bases.loading import sha256_file
-from adaptir_cli.imaging.io import read_image
+from adaptir_cli.imaging.reading import read_image
 from adaptir_cli.training.data import list_images, read_name_list
 
 HERE = Path(__file__).resolve().parent

@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 
 from adaptir_cli.data.degradations import jpeg
-from adaptir_cli.imaging.io import is_image_file, read_image, write_image
+from adaptir_cli.imaging.formats import is_image_file
+from adaptir_cli.imaging.reading import read_image
+from adaptir_cli.imaging.writing import write_image
 
 BLUR_SIGMA = 1.6
 JPEG_QUALITY = 60
