@@ -16,6 +16,7 @@ import platform
 
 import torch
 
+from adaptir_cli import markdown
 from adaptir_cli.bench.runner import Contender, run_speed
 from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.weights.resolve import load_base
@@ -52,12 +53,12 @@ def main() -> None:
                              "seconds": round(timing.median, 3), "runs": [round(s, 3) for s in timing.seconds]})
                 print(f"{task:4} {name:18} {size:4}x{size:<4} {timing.median:8.2f} s", flush=True)
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.device}, fp32"
-    print(f"\n| task | base | {' | '.join(f'{s}x{s} s' for s in args.sizes)} |")
-    print(f"|---|---|{'---:|' * len(args.sizes)}")
-    for task, names in chosen.items():
-        for name in names:
-            cells = [str(row["seconds"]) for row in rows if row["task"] == task and row["base"] == name]
-            print(f"| {task} | {name} | {' | '.join(cells)} |")
+    table = [
+        [task, name, *(row["seconds"] for row in rows if row["task"] == task and row["base"] == name)]
+        for task, names in chosen.items() for name in names
+    ]
+    print("\n" + "\n".join(markdown.table(["task", "base", *(f"{s}x{s} s" for s in args.sizes)], table,
+                                            "ll" + "r" * len(args.sizes))))
     print(f"\n{machine}")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

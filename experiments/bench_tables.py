@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from adaptir_cli import markdown
+
 
 def _pair(values: dict[str, object], channel: str) -> str:
     psnr, ssim = values["psnr"][channel], values["ssim"][channel]
@@ -28,17 +30,14 @@ def quality_table(payload: dict) -> str:
     lines = [
         f"#### {protocol['task']}{sigma}: {base} ({channel.upper()}, crop {protocol['crop']})",
         "",
-        f"| set | method | images | {channel.upper()} PSNR / SSIM | {other.upper()} PSNR / SSIM | s / image |",
-        "|---|---|---:|---:|---:|---:|",
     ]
-    for dataset in payload["datasets"]:
-        for label, values in dataset["results"].items():
-            seconds = values["seconds_per_image"]
-            lines.append(
-                f"| {dataset['name']} | {label} | {values['images_scored']} | {_pair(values, channel)} | "
-                f"{_pair(values, other)} | {'-' if seconds is None else f'{seconds:.2f}'} |"
-            )
-    return "\n".join(lines)
+    rows = [
+        [dataset["name"], label, values["images_scored"], _pair(values, channel), _pair(values, other),
+         "-" if values["seconds_per_image"] is None else f"{values['seconds_per_image']:.2f}"]
+        for dataset in payload["datasets"] for label, values in dataset["results"].items()
+    ]
+    header = ["set", "method", "images", f"{channel.upper()} PSNR / SSIM", f"{other.upper()} PSNR / SSIM", "s / image"]
+    return "\n".join(lines + markdown.table(header, rows, "llrrrr"))
 
 
 def main(paths: list[str]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptir_cli import markdown
 from adaptir_cli.auto_task import LABELS, TASK_OF_LABEL, TaskClassifier, classify, read_classifier, synthesise
 from adaptir_cli.data.degradations import get_degradation, jpeg
 from adaptir_cli.imaging.reading import read_image
@@ -91,37 +92,36 @@ def held_out_confusion(model: TaskClassifier, files: list[Path]) -> dict[str, di
     return confusion
 
 
-def markdown(results: dict) -> str:
+def results_markdown(results: dict) -> str:
     confusion = results["held_out"]["confusion"]
     lines = [
         f"Held-out split: {results['held_out']['images']} BSD400 images never seen in training, "
         f"{HELD_OUT_VARIANTS} random inputs per image and class: **{results['held_out']['accuracy']:.1%}** "
         "correct. Rows: the degradation applied; columns: the class chosen.",
         "",
-        "| applied \\ chosen | " + " | ".join(LABELS) + " | correct |",
-        "|---|" + "---:|" * (len(LABELS) + 1),
     ]
-    for label in LABELS:
-        row = confusion[label]
-        lines.append(f"| {label} | " + " | ".join(str(row[c]) for c in LABELS) + f" | {row[label] / sum(row.values()):.0%} |")
+    lines += markdown.table(
+        ["applied \\ chosen", *LABELS, "correct"],
+        [[label, *(confusion[label][c] for c in LABELS), f"{confusion[label][label] / sum(confusion[label].values()):.0%}"]
+         for label in LABELS],
+        "l" + "r" * (len(LABELS) + 1),
+    )
     lines += [
         "",
         f"Test sets (no image of them in training): **{results['tests_accuracy']:.1%}** of "
         f"{results['tests_images']} images correct.",
         "",
-        "| set | images | expected (task) | correct | chosen instead |",
-        "|---|---:|---|---:|---|",
     ]
+    tests = []
     for row in results["tests"]:
         wrong = ", ".join(f"{label} {count}" for label, count in row["chosen"].items() if label != row["expected"])
-        lines.append(
-            f"| {row['set']} | {row['images']} | {row['expected']} ({TASK_OF_LABEL[row['expected']]}) | "
-            f"{row['correct'] / row['images']:.0%} | {wrong or '-'} |"
-        )
-    lines += ["", "Inputs of no class, not scored: where they go.", "", "| set | images | chosen |", "|---|---:|---|"]
-    for row in results["others"]:
-        chosen = ", ".join(f"{label} {count}" for label, count in row["chosen"].items())
-        lines.append(f"| {row['set']} | {row['images']} | {chosen} |")
+        tests.append([row["set"], row["images"], f"{row['expected']} ({TASK_OF_LABEL[row['expected']]})",
+                      f"{row['correct'] / row['images']:.0%}", wrong or "-"])
+    lines += markdown.table(["set", "images", "expected (task)", "correct", "chosen instead"], tests, "lrlrl")
+    lines += ["", "Inputs of no class, not scored: where they go.", ""]
+    others = [[row["set"], row["images"], ", ".join(f"{label} {count}" for label, count in row["chosen"].items())]
+              for row in results["others"]]
+    lines += markdown.table(["set", "images", "chosen"], others, "lrl")
     return "\n".join(lines)
 
 
@@ -166,7 +166,7 @@ def main() -> None:
         "others": others,
     }
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    table = markdown(results)
+    table = results_markdown(results)
     print(table)
     if args.docs:
         write_docs(args.docs, table)

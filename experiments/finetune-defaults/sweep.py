@@ -34,6 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from adaptir_cli import markdown
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RESULTS = HERE / "results"
@@ -151,9 +153,8 @@ def table() -> str:
     """The markdown table of every result, each case's runs in grid order."""
     lines = [
         TABLE_START, "",
-        "| case | run | flags | trainable params | base dB | step 100 | step 200 | step 300 | gain | seconds |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for case in CASES:
         for name in CASE_RUNS[case]:
             path = RESULTS / case / f"{name}.json"
@@ -167,7 +168,9 @@ def table() -> str:
                 f"{r['base_psnr']:.2f}", *(f"{curve[str(s)]:.2f}" if str(s) in curve else "" for s in (100, 200, 300)),
                 f"{r['gain_db']:+.2f}", f"{r['seconds']:.0f}",
             ]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+    header = ["case", "run", "flags", "trainable params", "base dB", "step 100", "step 200", "step 300", "gain", "seconds"]
+    lines += markdown.table(header, rows, "lllrrrrrrr")
     dates = sorted({json.loads(p.read_text())["date"] for p in RESULTS.glob("*/*.json")})
     lines += ["", f"Measured {', '.join(dates)} by `python experiments/finetune-defaults/sweep.py run`.", "", TABLE_END]
     return "\n".join(lines)
