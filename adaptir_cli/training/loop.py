@@ -52,7 +52,7 @@ from adaptir_cli.training.checkpoint import (
 from adaptir_cli.distributed import Distributed, all_reduce_sum, any_process, barrier
 from adaptir_cli.training.batchnorm import use_global_batchnorm
 from adaptir_cli.training.progress import TrainingProgress
-from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData
+from adaptir_cli.training.sampling import Batch, BatchSampler, BatchStream, TaskData
 from adaptir_cli.training.data import default_workers
 from adaptir_cli.training.schedule import Schedule, default_warmup
 from adaptir_cli.training.validation import ValidationSet, evaluate, mean_psnr
@@ -243,20 +243,7 @@ def train(
         raise ValueError("nothing to train: no parameter of the module requires a gradient")
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     identity = {**identity, **settings.identity(context.world)}
-    history, start = History(), 0
-    remove_stale_temporaries(checkpoint.parent)  # what a kill -9 during a save left
-    if not resume and checkpoint.exists():
-        raise ResumeError(
-            f"an interrupted run left a checkpoint at {checkpoint}\n"
-            "Hint: add --resume to continue it, or delete the file to start afresh."
-        )
-    if resume:
-        saved = load_checkpoint(checkpoint)
-        check_resumable(saved, identity, checkpoint)
-        trainee.load_trainable_state(saved.trainable)
-        optimizer.load_state_dict(saved.optimizer)
-        restore_rng(saved.rng)
-        history, start = saved.history, saved.step
+    history, start = _start_or_resume(trainee, optimizer, checkpoint, identity, resume)
     model = _data_parallel(module, context, trainee.find_unused_parameters) if context.active else module
     # As in restore, `auto` is bf16 only on CUDA and only for bases verified in bf16: training the
     # adapters of a base whose bf16 function differs (EMT's attention logits) would teach them to
@@ -314,19 +301,9 @@ def train(
             validate(0)
         for step in range(start, settings.steps):
             trainee.set_train_mode(module)
-            batch = stream.get(step)
             lr = settings.lr * settings.schedule.factor(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            lq, gt = batch.lq.to(device, non_blocking=True), batch.gt.to(device, non_blocking=True)
-            with autocast(device, precision):
-                output = model(lq * pixel_range, batch.head_index) / pixel_range
-            loss = F.l1_loss(output.float(), gt)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            optimizer.step()
+            loss = _optimizer_step(model, stream.get(step), optimizer, params, lr, settings.grad_clip,
+                                   device, precision, pixel_range)
             done = step + 1
             if on_step is not None:
                 on_step(done)
@@ -355,6 +332,45 @@ def train(
         device=str(device),
         precision=precision,
     )
+
+
+def _start_or_resume(
+    trainee: Trainee, optimizer: torch.optim.Optimizer, checkpoint: Path, identity: Mapping[str, Any], resume: bool,
+) -> tuple[History, int]:
+    """A fresh history at step 0, or the checkpoint's (weights, optimizer, RNG and history restored)."""
+    remove_stale_temporaries(checkpoint.parent)  # what a kill -9 during a save left
+    if not resume and checkpoint.exists():
+        raise ResumeError(
+            f"an interrupted run left a checkpoint at {checkpoint}\n"
+            "Hint: add --resume to continue it, or delete the file to start afresh."
+        )
+    if not resume:
+        return History(), 0
+    saved = load_checkpoint(checkpoint)
+    check_resumable(saved, dict(identity), checkpoint)
+    trainee.load_trainable_state(saved.trainable)
+    optimizer.load_state_dict(saved.optimizer)
+    restore_rng(saved.rng)
+    return saved.history, saved.step
+
+
+def _optimizer_step(
+    model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float,
+    grad_clip: float, device: torch.device, precision: Precision, pixel_range: float,
+) -> torch.Tensor:
+    """One step on `batch` at learning rate `lr`; returns the L1 loss, still on the device."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    lq, gt = batch.lq.to(device, non_blocking=True), batch.gt.to(device, non_blocking=True)
+    with autocast(device, precision):
+        output = model(lq * pixel_range, batch.head_index) / pixel_range
+    loss = F.l1_loss(output.float(), gt)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return loss
 
 
 # Buffers are identical in every process anyway (trainable BatchNorm keeps global statistics,
