@@ -30,7 +30,14 @@ from adaptir_cli.adapters.lora import LoRAConfig
 from adaptir_cli.bases import LoadedBase, load_base_file
 from adaptir_cli.bases.ipt import IPT, TINY_CONFIG, official_state_dict
 from adaptir_cli.cli.app import app
-from adaptir_cli.training.checkpoint import ResumeError, checkpoint_path, load_checkpoint
+from adaptir_cli.training.checkpoint import (
+    Checkpoint,
+    History,
+    ResumeError,
+    check_resumable,
+    checkpoint_path,
+    load_checkpoint,
+)
 from adaptir_cli.training.data import (
     DataError,
     DataOptions,
@@ -266,6 +273,22 @@ def test_a_checkpoint_temporary_left_by_kill_9_is_removed_by_the_next_run(
     os.utime(left, (past, past))
     _run(tiny_emt_file, clean_dir, out, _settings(2))
     assert not left.exists() and out.exists()
+
+
+def test_a_resume_compares_data_folders_not_how_their_paths_are_spelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shared" / "BSD400").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    saved = Checkpoint(step=3, identity={"seed": 0, "data": {"gt": str(tmp_path / "shared" / "BSD400"), "lq": None}},
+                       trainable={}, optimizer={}, rng={}, history=History())
+    check_resumable(saved, {"seed": 0, "data": {"gt": "../shared/BSD400", "lq": None}}, tmp_path / "run.ckpt")
+    with pytest.raises(ResumeError, match="data: checkpoint"):
+        check_resumable(saved, {"seed": 0, "data": {"gt": "../other", "lq": None}}, tmp_path / "run.ckpt")
+    with pytest.raises(ResumeError, match="seed: checkpoint 0, now 1"):
+        check_resumable(saved, {"seed": 1, "data": {"gt": "../shared/BSD400", "lq": None}}, tmp_path / "run.ckpt")
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(

@@ -124,14 +124,29 @@ def load_checkpoint(path: Path) -> Checkpoint:
     )
 
 
+# The folders and files of a run's data (DataOptions): compared as the files they name.
+_DATA_PATHS = ("gt", "lq", "val_gt", "val_lq", "exclude")
+
+
+def _resolved_data(identity: dict[str, Any]) -> dict[str, Any]:
+    """`identity` with its data paths made absolute: '../shared/data/x' and '/work/shared/data/x'
+    are the same images, and a resume must not be refused for how a path was spelled."""
+    data = identity.get("data")
+    if not isinstance(data, dict):
+        return identity
+    resolved = {k: str(Path(v).resolve()) if k in _DATA_PATHS and isinstance(v, str) else v for k, v in data.items()}
+    return {**identity, "data": resolved}
+
+
 def check_resumable(checkpoint: Checkpoint, identity: dict[str, Any], path: Path) -> None:
     """Refuse a checkpoint of another run, listing every setting that differs."""
     # Round-trip through JSON so tuples compare equal to the lists a checkpoint holds.
-    current = json.loads(json.dumps(identity, sort_keys=True))
+    current = _resolved_data(json.loads(json.dumps(identity, sort_keys=True)))
+    saved = _resolved_data(checkpoint.identity)
     differences = [
-        f"{key}: checkpoint {checkpoint.identity.get(key)!r}, now {current.get(key)!r}"
-        for key in sorted(set(current) | set(checkpoint.identity))
-        if checkpoint.identity.get(key) != current.get(key)
+        f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}"
+        for key in sorted(set(current) | set(saved))
+        if saved.get(key) != current.get(key)
     ]
     if differences:
         raise ResumeError(
