@@ -129,13 +129,12 @@ def low_light(batch: torch.Tensor, rngs: Sequence[np.random.Generator], grey: Se
     return (dark + std * noise).clamp(0.0, 1.0).float()
 
 
-def per_sample(op: Callable[[np.ndarray], np.ndarray]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A deterministic numpy op (OpenCV's JPEG) applied crop by crop: it has no batched form."""
-    def apply(batch: torch.Tensor) -> torch.Tensor:
-        images = batch.permute(0, 2, 3, 1).numpy()
-        return torch.from_numpy(np.stack([op(image) for image in images])).permute(0, 3, 1, 2).contiguous()
-
-    return apply
+def _each_image(batch: torch.Tensor, op: Callable[[np.ndarray, int], np.ndarray]) -> torch.Tensor:
+    """`op(image, i)` on every crop of an NCHW batch as HWC numpy, stacked back into NCHW: for ops
+    that have no batched form (OpenCV's JPEG, a degradation without a torch form here)."""
+    images = batch.permute(0, 2, 3, 1).numpy()
+    done = [op(np.ascontiguousarray(image), i) for i, image in enumerate(images)]
+    return torch.from_numpy(np.stack(done)).permute(0, 3, 1, 2).contiguous()
 
 
 def _sr(scale: int, then: BatchApply | None = None) -> BatchApply:
@@ -146,13 +145,8 @@ def _sr(scale: int, then: BatchApply | None = None) -> BatchApply:
     return apply
 
 
-def _jpeg(quality: int, scale: int = 1) -> BatchApply:
-    compress = per_sample(lambda image: jpeg(image, quality))
-
-    def apply(batch: torch.Tensor, rngs: Sequence[np.random.Generator], grey: Sequence[bool]) -> torch.Tensor:
-        return compress(bicubic_down(batch, scale) if scale > 1 else batch)
-
-    return apply
+def _jpeg(quality: int) -> BatchApply:
+    return lambda batch, rngs, grey: _each_image(batch, lambda image, i: jpeg(image, quality))
 
 
 # The torch form of each training degradation, by name (degradations.DEGRADATIONS and the blind one).
@@ -161,7 +155,7 @@ BATCHED: dict[str, BatchApply] = {
     **{f"denoise{sigma}": fixed_noise(sigma) for sigma in (15, 25, 30, 50)},
     **{f"sr{scale}": _sr(scale) for scale in (2, 3, 4)},
     "lr4-noise30": _sr(4, fixed_noise(30.0)),
-    "lr4-jpeg30": _jpeg(30, scale=4),
+    "lr4-jpeg30": _sr(4, _jpeg(30)),
     "derain": rain("light"),
     "derain-heavy": rain("heavy"),
     "lowlight": low_light,
@@ -175,9 +169,7 @@ def looped(degradation: Degradation) -> BatchApply:
     A grey sample stays grey only as far as the op keeps it so.
     """
     def apply(batch: torch.Tensor, rngs: Sequence[np.random.Generator], grey: Sequence[bool]) -> torch.Tensor:
-        images = batch.permute(0, 2, 3, 1).numpy()
-        degraded = [degradation(np.ascontiguousarray(image), rng) for image, rng in zip(images, rngs)]
-        return torch.from_numpy(np.stack(degraded)).permute(0, 3, 1, 2).contiguous()
+        return _each_image(batch, lambda image, i: degradation(image, rngs[i]))
 
     return apply
 
