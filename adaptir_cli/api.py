@@ -25,6 +25,7 @@ import numpy as np
 
 from adaptir_cli.auto_task import AutoChoice, choose_tasks, classify
 from adaptir_cli.bases.model import LoadedBase
+from adaptir_cli.distributed import Distributed, barrier, gather, setup, share
 from adaptir_cli.file_jobs import Job, JobResult, plan_jobs, run_jobs
 from adaptir_cli.imaging.formats import DEFAULT_QUALITY
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
@@ -119,6 +120,27 @@ def plan_restore(
     return list(groups.values())
 
 
+def check_plan(groups: Sequence[tuple[Restorer, list[Job]]], settings: TileSettings, *, force: bool = False) -> None:
+    """Refuse, before the first image, what no image could run with: tile settings a base cannot
+    take (TileSettingsError) and every task/adapter pair that does not fit its base."""
+    for restorer, group in groups:
+        restorer.tile_settings(settings)
+        for pair in dict.fromkeys((job.task, job.adapter) for job in group):
+            restorer.use(*pair, force=force)
+
+
+def shares(groups: Sequence[tuple[Restorer, list[Job]]], context: Distributed) -> list[tuple[Restorer, list[Job]]]:
+    """This process's share of each base's jobs: every process planned all of them, in the same order,
+    so the shares are disjoint and every image is written exactly once."""
+    return [(restorer, share(jobs, context)) for restorer, jobs in groups]
+
+
+def gather_results(mine: list[JobResult], jobs: Sequence[Job], context: Distributed) -> list[JobResult]:
+    """Every process's results, in the order of `jobs` (each process's own alone)."""
+    order = {job.output: index for index, job in enumerate(jobs)}
+    return sorted((r for part in gather(mine, context) for r in part), key=lambda result: order[result.job.output])
+
+
 def restore_files(
     inputs: Sequence[str | Path],
     output_dir: str | Path,
@@ -137,18 +159,27 @@ def restore_files(
     """Restore files and folders into `output_dir` as `adaptir restore` does; one result per image.
 
     As there, `output_dir` may name the image file written for one input file, and `task` "auto"
-    picks each image's task (an unreadable image then fails before any base loads).
+    picks each image's task (an unreadable image then fails before any base loads). Settings that
+    no image could run with raise before the first image (ValueError, RestoreError). Under
+    torchrun each process restores its share and every process returns all the results.
     """
-    adapters = [adapter_file(adapter)] if adapter is not None else None
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be between 1 and 100, not {quality}")
+    settings = settings or TileSettings()
+    adapters = [adapter_file(adapter) if str(adapter) else None] if adapter is not None else None
     jobs = plan_jobs([Path(p) for p in inputs], Path(output_dir), [task], adapters, recursive=recursive,
                      suffix=suffix, ext=ext)
-    jobs, _, unreadable = choose_tasks(jobs)
-    restorers = Restorers(base, device=device)
-    return unreadable + [
+    context = setup(device)
+    jobs, _, unreadable = choose_tasks(jobs, context=context)
+    groups = plan_restore(jobs, Restorers(base, device=str(context.device)), use_defaults=adapter is None)
+    check_plan(groups, settings)
+    mine = [
         result
-        for restorer, group in plan_restore(jobs, restorers, use_defaults=adapter is None)
+        for restorer, group in shares(groups, context)
         for result in run_jobs(restorer, group, settings, overwrite=overwrite, quality=quality)
     ]
+    barrier(context)
+    return unreadable + gather_results(mine, jobs, context)
 
 
 def finetune(

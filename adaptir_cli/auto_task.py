@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from adaptir_cli.data.degradations import get_degradation
+from adaptir_cli.distributed import Distributed, gather, share
 from adaptir_cli.file_jobs import STDIO, Job, JobPlanError, JobResult
 from adaptir_cli.imaging.formats import DEFAULT_MAX_MEGAPIXELS
 from adaptir_cli.imaging.reading import read_image
@@ -194,19 +195,17 @@ def classify(rgb: np.ndarray, model: TaskClassifier | None = None) -> AutoChoice
 
 def choose_tasks(
     jobs: Sequence[Job], *, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS, model: TaskClassifier | None = None,
+    context: Distributed | None = None,
 ) -> tuple[list[Job], dict[Path, AutoChoice], list[JobResult]]:
     """Give every job whose task is "auto" the task its image shows; other jobs are left as they are.
 
     Returns the jobs to run, the choice made for each classified output, and a failed result for
     each image that could not be read (it is reported like any other bad file; the batch goes on).
+    Under torchrun (`context`) each process classifies its share of the images and every process
+    gets all the choices, so all of them plan the same jobs.
     """
-    planned: list[Job] = []
-    choices: dict[Path, AutoChoice] = {}
-    unreadable: list[JobResult] = []
-    for job in jobs:
-        if job.task != AUTO:
-            planned.append(job)
-            continue
+    auto = [job for job in jobs if job.task == AUTO]
+    for job in auto:  # every process checks every job, so that all of them fail or none does
         if job.adapter is not None:
             raise JobPlanError(
                 f"--task auto picks the adapter with the task, but {job.source} was given one"
@@ -217,14 +216,28 @@ def choose_tasks(
                 "--task auto reads each image before restoring it, and standard input can be read only once"
                 "\nHint: save the image to a file first, or pass the task (--task derain, ...)."
             )
+    if not auto:
+        return list(jobs), {}, []
+    model = model or shipped_classifier()  # in every process, even one whose share is empty
+    choices: dict[Path, AutoChoice] = {}
+    unreadable: list[JobResult] = []
+    for job in share(auto, context) if context else auto:
         try:
             image = read_image(job.source, max_megapixels=max_megapixels)
         except (OSError, ValueError) as error:
             unreadable.append(JobResult(job, "failed", str(error)))
             continue
-        choice = classify(image.rgb, model)
-        choices[job.output] = choice
-        planned.append(replace(job, task=choice.task))
+        choices[job.output] = classify(image.rgb, model)
+    if context:
+        parts = gather((choices, unreadable), context)
+        choices = {output: choice for part, _ in parts for output, choice in part.items()}
+        position = {job.output: index for index, job in enumerate(jobs)}
+        unreadable = sorted((r for _, part in parts for r in part), key=lambda result: position[result.job.output])
+    planned = [
+        job if job.task != AUTO else replace(job, task=choices[job.output].task)
+        for job in jobs
+        if job.task != AUTO or job.output in choices
+    ]
     return planned, choices, unreadable
 
 

@@ -39,6 +39,10 @@ class RestoreError(RuntimeError):
     """An image could not be restored; the message says why."""
 
 
+class TileSettingsError(RestoreError, ValueError):
+    """A tile size or overlap the base cannot take (a usage error: no image can run with it)."""
+
+
 @dataclass
 class TileSettings:
     """`tile=None` / `overlap=None` take the base's defaults, `batch=None` the device's;
@@ -117,10 +121,12 @@ class Restorer:
         """
         desc = self.base.descriptor
         notes = [] if notes is None else notes
+        if (settings.tile or 0) < 0 or (settings.overlap or 0) < 0:
+            raise TileSettingsError(f"tile and overlap must be 0 or more pixels, not {settings.tile} and {settings.overlap}")
         overlap = desc.tile_overlap if settings.overlap is None else settings.overlap
         if desc.fixed_size:
             if not 0 <= overlap < desc.fixed_size:
-                raise RestoreError(f"--overlap must be between 0 and {desc.fixed_size - 1} for this base")
+                raise TileSettingsError(f"--overlap must be between 0 and {desc.fixed_size - 1} for this base")
             return desc.fixed_size, overlap
         tile = DEFAULT_TILE if settings.tile is None else settings.tile
         if not tile:
@@ -137,7 +143,7 @@ class Restorer:
         else:
             tile = usual
         if not 0 <= overlap < tile // 2:
-            raise RestoreError(f"--overlap must be between 0 and {tile // 2 - 1} for tile {tile}")
+            raise TileSettingsError(f"--overlap must be between 0 and {tile // 2 - 1} for tile {tile}")
         if overlap < desc.tile_overlap:
             notes.append(
                 f"--overlap {overlap} is below the {desc.tile_overlap} px {desc.architecture} needs: "

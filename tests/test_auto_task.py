@@ -30,6 +30,7 @@ from adaptir_cli.bases.loading import sha256_file
 from adaptir_cli.cli import completion
 from adaptir_cli.cli.app import app
 from adaptir_cli.data.degradations import get_degradation
+from adaptir_cli.distributed import Distributed
 from adaptir_cli.file_jobs import STDIO, Job, JobPlanError
 from adaptir_cli.imaging.reading import read_image
 from adaptir_cli.metrics import to_uint8
@@ -124,6 +125,22 @@ def test_choose_tasks_replaces_only_auto_and_reports_unreadable_images(tmp_path:
         choose_tasks([Job(STDIO, STDIO, "auto")], model=_always("clean"))
     with pytest.raises(JobPlanError, match="drop --adapter"):
         choose_tasks([Job(jobs[0].source, jobs[0].output, "auto", tmp_path / "x.safetensors")], model=_always("clean"))
+
+
+def test_choose_tasks_reads_only_this_process_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = [Job(_png(tmp_path / f"{i}.png"), tmp_path / "out" / f"{i}.png", "auto") for i in range(5)]
+    read: list[str] = []
+
+    def counting_read(path: Path, **options: object):
+        read.append(path.name)
+        return read_image(path, **options)
+
+    monkeypatch.setattr(auto_task, "read_image", counting_read)
+    monkeypatch.setattr(auto_task, "gather", lambda value, context: [value])  # this process's part only
+    second = Distributed(1, 2, 1, torch.device("cpu"))
+    planned, choices, _ = choose_tasks(jobs, model=_always("derain"), context=second)
+    assert read == ["1.png", "3.png"]  # every second image from its rank on; torchrun gathers the rest
+    assert [job.source.name for job in planned] == ["1.png", "3.png"] and set(choices) == {jobs[1].output, jobs[3].output}
 
 
 def test_restore_task_auto_prints_the_choice_and_puts_it_in_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from adaptir_cli import api
 from adaptir_cli.bench.protocol import make_protocol
 from adaptir_cli.bench.render import bench_to_json
 from adaptir_cli.bench.runner import Contender, merge_results, plan_methods, run_benchmark
@@ -108,9 +109,14 @@ def _free_port() -> int:
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    return _torchrun_command("-m", "adaptir_cli", *args)
+
+
+def _torchrun_command(*command: str) -> subprocess.CompletedProcess:
+    """torchrun with two CPU processes of one thread running `command` (a script or -m module)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ADAPTIR_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(_free_port()), "-m", "adaptir_cli", *args]
+               "--master-port", str(_free_port()), *command]
     # Generous: at nice 19 beside other jobs, the processes may get a few percent of a core.
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
 
@@ -142,6 +148,41 @@ def test_two_processes_restore_a_folder_as_one_process_does(tmp_path: Path, tiny
     for name in ("img0.png", "img2.png", "img3.png", "img4.png"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["img0.png", "img2.png", "img3.png", "img4.png"]
+
+
+@pytest.mark.slow
+def test_two_processes_share_task_auto_and_report_each_image_once(tmp_path: Path) -> None:
+    inputs = _images(tmp_path / "in", 4, seed=5)
+    (inputs / "img2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # process 0's second image
+    args = [str(inputs), "--task", "auto", "--device", "cpu", "--tile", "0", "--json"]
+    two = _torchrun("restore", *args[:1], str(tmp_path / "two"), *args[1:])
+    one = runner.invoke(app, ["restore", *args[:1], str(tmp_path / "one"), *args[1:]])
+    assert (two.returncode != 0, one.exit_code) == (True, 1), two.stderr[-3000:]
+    assert _restore_summary(two.stdout, tmp_path / "two") == _restore_summary(one.stdout, tmp_path / "one")
+    assert two.stderr.count("auto: ") == 3 and two.stderr.count("cannot read") == 1, two.stderr  # once each
+    for name in ("img0.png", "img1.png", "img3.png"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_library_restore_files_shares_its_images_under_torchrun(tmp_path: Path, tiny_emt_file: Path) -> None:
+    inputs = _images(tmp_path / "in", 5)
+    script = tmp_path / "restore_files.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "from adaptir_cli import api\n"
+        "results = api.restore_files([sys.argv[1]], sys.argv[2], 'sr2', base=sys.argv[3], device='cpu')\n"
+        "print(json.dumps({'rank': os.environ['RANK'], 'images': [r.job.source.name for r in results]}))\n"
+    )
+    run = _torchrun_command(str(script), str(inputs), str(tmp_path / "out"), str(tiny_emt_file))
+    assert run.returncode == 0, run.stderr[-3000:]
+    reports = sorted((json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
+    every = [f"img{i}.png" for i in range(5)]
+    assert [r["images"] for r in reports] == [every, every]  # each process returns all the results
+    one = api.restore_files([inputs], tmp_path / "one", "sr2", base=tiny_emt_file, device="cpu")
+    assert [r.status for r in one] == ["ok"] * 5
+    for name in every:  # each image written once, as one process writes it
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from adaptir_cli.bases import architectures, load_base_file
 from adaptir_cli.bases.loading import WeightsError, sha256_file
 from adaptir_cli.cli.models import app as models_app
 from adaptir_cli.tasks import TASKS, head_for
+from adaptir_cli.weights import verification
 from adaptir_cli.weights.cache import cached_model, models_dir
 from adaptir_cli.weights.fetch import fetch
 from adaptir_cli.weights.importing import import_weights
@@ -392,7 +393,11 @@ def test_a_converted_file_with_altered_tensors_does_not_pass_as_its_original(
     real_digest = bases.tensor_digest
     monkeypatch.setattr(bases, "tensor_digest", lambda s: hashed.append(1) or real_digest(s))
     assert load_base("tiny", manifest).sha256 == sha256_file(tiny_emt_file) and len(hashed) == 1
+    reads = []
+    real_read = verification._entries
+    monkeypatch.setattr(verification, "_entries", lambda: reads.append(1) or real_read())
     assert load_base("tiny", manifest).sha256 == sha256_file(tiny_emt_file) and len(hashed) == 1  # checked once
+    assert len(reads) == 1, "a file checked before costs one read of the ledger"
     # A changed modification time (an edit in place): checked again.
     os.utime(genuine, ns=(genuine.stat().st_atime_ns, genuine.stat().st_mtime_ns + 10**9))
     load_base("tiny", manifest)

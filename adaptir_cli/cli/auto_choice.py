@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,21 +14,24 @@ from adaptir_cli.tasks import AUTO
 
 if TYPE_CHECKING:  # auto_task pulls in torch, which --help does not need
     from adaptir_cli.auto_task import AutoChoice
+    from adaptir_cli.distributed import Distributed
 
 
 def choose(
-    jobs: list[Job], *, max_megapixels: float | None, quiet: bool
+    jobs: list[Job], *, max_megapixels: float | None, quiet: bool, context: "Distributed | None" = None,
 ) -> tuple[list[Job], dict[Path, "AutoChoice"], list[JobResult]]:
     """The jobs with "auto" replaced by each image's task, the choices by output, and the images
-    that could not be read (failed results); prints one line per choice unless `quiet`."""
+    that could not be read (failed results); prints one line per choice unless `quiet`.
+    Under torchrun (`context`) the processes share the classifying."""
     auto = [job for job in jobs if job.task == AUTO]
     if not auto:
         return jobs, {}, []
     from adaptir_cli.auto_task import AutoTaskError, choose_tasks
 
     try:
-        with stderr.status(f"Choosing the task of {len(auto)} image(s) ...", spinner="dots"):
-            planned, choices, unreadable = choose_tasks(jobs, max_megapixels=max_megapixels)
+        spinner = stderr.status(f"Choosing the task of {len(auto)} image(s) ...", spinner="dots")
+        with nullcontext() if quiet else spinner:
+            planned, choices, unreadable = choose_tasks(jobs, max_megapixels=max_megapixels, context=context)
     except JobPlanError as error:
         usage_error(*split_hint(error))
     except AutoTaskError as error:

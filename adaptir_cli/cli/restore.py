@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from adaptir_cli.api import Restorers, plan_restore
+from adaptir_cli.api import Restorers, check_plan, gather_results, plan_restore, shares
 from adaptir_cli.cli import auto_choice
 from adaptir_cli.cli import completion as complete
 from adaptir_cli.cli import run_options
@@ -23,14 +23,13 @@ from adaptir_cli.cli.run_options import (
     check_output_folder,
     check_quality,
     check_run_options,
-    check_tiles,
     resolve_adapters,
     size_limit,
 )
-from adaptir_cli.distributed import Distributed, gather, launched_world, share
+from adaptir_cli.distributed import launched_world
 from adaptir_cli.file_jobs import STDIO, Job, JobPlanError, JobResult, names_one_image, plan_jobs, run_jobs
 from adaptir_cli.imaging.formats import DEFAULT_QUALITY
-from adaptir_cli.restorer import Restorer, TileSettings
+from adaptir_cli.restorer import Restorer, TileSettings, TileSettingsError
 from adaptir_cli.tasks import AUTO, TASKS, UnknownTaskError, get_task
 
 EXAMPLES = """
@@ -117,33 +116,31 @@ def restore(
         fail("no images found in the inputs", "pass image files, or folders holding them (--recursive for sub-folders)")
     if output != STDIO:
         check_output_folder(output.parent if names_one_image(output) else output)
+    context = join(device)  # under torchrun each process restores its share of the images
     # --task auto: each such image gets its task (and so its base) before the bases load.
-    runnable, choices, unreadable = auto_choice.choose(jobs, max_megapixels=size_limit(max_megapixels), quiet=quiet)
-    for result in unreadable:
+    runnable, choices, unreadable = auto_choice.choose(
+        jobs, max_megapixels=size_limit(max_megapixels), quiet=quiet or not context.main, context=context,
+    )
+    for result in unreadable if context.main else []:
         _report(stderr, result, quiet)
 
-    context = join(device)  # under torchrun each process restores its share of the images
     restorers = Restorers(base, device=str(context.device), precision=precision)
     with loading_weights("the bases"):  # each task's base (--base, else the task's default), each loaded once
         groups = plan_restore(runnable, restorers, use_defaults=not adapter)
     settings = TileSettings(tile=tile, overlap=overlap, batch=batch)
-    for restorer, group in groups:
-        check_tiles(restorer, settings)
-        for pair in dict.fromkeys((job.task, job.adapter) for job in group):
-            try:  # check every task/adapter pair against its base before the first image
-                restorer.use(*pair, force=force)
-            except Exception as error:
-                fail_with(error, "see `adaptir restore --help`")
-    order = {job.output: index for index, job in enumerate(jobs)}
+    try:  # every base's tiles and task/adapter pairs, before the first image
+        check_plan(groups, settings, force=force)
+    except TileSettingsError as error:
+        usage_error(str(error))
+    except Exception as error:
+        fail_with(error, "see `adaptir restore --help`")
     if context.active and context.main and not quiet:
         stderr.print(f"{len(jobs)} images shared among {context.world} processes; the progress shown is process 0's share.")
     mine = _run(
-        _shares(groups, context), settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels),
+        shares(groups, context), settings, overwrite=overwrite, force=force, max_megapixels=size_limit(max_megapixels),
         quality=quality, quiet=quiet or not context.main,
     )
-    # Every process classified every input for --task auto; the unreadable ones are counted once.
-    gathered = [r for part in gather(mine, context) for r in part] + (unreadable if context.main else [])
-    results = sorted(gathered, key=lambda result: order[result.job.output])
+    results = gather_results(unreadable + mine if context.main else mine, jobs, context)
 
     failed = [r for r in results if r.status == "failed"]
     if json_out and context.main:
@@ -167,12 +164,6 @@ def restore(
     leave(context)
     if failed and context.main:  # torchrun's exit code is the first process's (see `leave`)
         raise typer.Exit(1)
-
-
-def _shares(groups: list[tuple[Restorer, list[Job]]], context: Distributed) -> list[tuple[Restorer, list[Job]]]:
-    """This process's share of each base's jobs: every process planned all of them, in the same order,
-    so the shares are disjoint and every image is written exactly once."""
-    return [(restorer, share(jobs, context)) for restorer, jobs in groups]
 
 
 def _check_standard_streams(inputs: list[Path], output: Path, json_out: bool) -> None:

@@ -81,6 +81,8 @@ def load_base(name_or_path: str | Path, manifest: Manifest | None = None) -> Loa
 
 def _load_checked(file: Path, name: str | None = None) -> LoadedBase:
     """Load a file, checking a converted file's tensors unless this very file passed before."""
-    base = load_base_file(file, name=name, verified=is_verified(file))
-    remember(file)
+    known = is_verified(file)  # one read of the ledger; a second only to add this file
+    base = load_base_file(file, name=name, verified=known)
+    if not known:
+        remember(file)
     return base
