@@ -29,8 +29,10 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,24 +43,32 @@ PRETRAIN_TASKS = ("sr2", "sr3", "sr4", "denoise", "derain")
 PRETRAIN_SIZES = {"dim": 48, "blocks": 8, "heads": 3, "window": 8, "mlp_ratio": 2}
 
 
+def _stamped(train: Callable[[Path, Callable[[int], None]], Any]) -> tuple[list[float], Any]:
+    """Run `train(out, on_step)` writing into a scratch folder: the step end times and its outcome."""
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        outcome = train(Path(folder) / "speed.safetensors", lambda done: stamps.append(time.perf_counter()))
+    return stamps, outcome
+
+
+def _settings(steps: int, lr: float, **options: Any) -> Any:
+    """Loop settings of a timed run: a cosine schedule over `steps` with no warm-up."""
+    from adaptir_cli.training.loop import LoopSettings
+    from adaptir_cli.training.schedule import Schedule
+
+    return LoopSettings(steps=steps, lr=lr, schedule=Schedule("cosine", steps, 0), **options)
+
+
 def _stamped_pretrain(args: argparse.Namespace, steps: int, seed: int) -> tuple[list[float], list[float]]:
     """Step end times and losses of a pre-training run of `steps` steps (this process's library)."""
     from adaptir_cli.training.data import DataOptions
-    from adaptir_cli.training.loop import LoopSettings
     from adaptir_cli.training.pretrain import compactir_config, pretrain
-    from adaptir_cli.training.schedule import Schedule
 
-    stamps: list[float] = []
-    settings = LoopSettings(
-        steps=steps, batch=args.batch, patch=args.patch, lr=5e-4, schedule=Schedule("cosine", steps, 0),
-        seed=seed, workers=args.workers,
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        outcome = pretrain(
-            compactir_config(list(PRETRAIN_TASKS), **PRETRAIN_SIZES), Path(folder) / "speed.safetensors",
-            DataOptions(gt=args.gt, exclude=args.exclude), settings, device="cpu", show_progress=False,
-            on_step=lambda done: stamps.append(time.perf_counter()),
-        )
+    settings = _settings(steps, 5e-4, batch=args.batch, patch=args.patch, seed=seed, workers=args.workers)
+    stamps, outcome = _stamped(lambda out, on_step: pretrain(
+        compactir_config(list(PRETRAIN_TASKS), **PRETRAIN_SIZES), out, DataOptions(gt=args.gt, exclude=args.exclude),
+        settings, device="cpu", show_progress=False, on_step=on_step,
+    ))
     return stamps, list(outcome.result.history.losses)
 
 
@@ -163,21 +173,15 @@ def run(args: argparse.Namespace) -> dict:
 def measure_finetune(args: argparse.Namespace) -> dict:
     from adaptir_cli.training.data import DataOptions
     from adaptir_cli.training.finetune import finetune
-    from adaptir_cli.training.loop import LoopSettings
-    from adaptir_cli.training.schedule import Schedule
 
-    stamps: list[float] = []
-    steps = args.warmup + args.steps
-    settings = LoopSettings(
-        steps=steps, batch=args.batch, patch=args.patch, lr=1e-4, schedule=Schedule("cosine", steps, 0),
-        val_every=0, checkpoint_every=0, precision=args.precision, workers=args.workers,
+    settings = _settings(
+        args.warmup + args.steps, 1e-4, batch=args.batch, patch=args.patch, val_every=0, checkpoint_every=0,
+        precision=args.precision, workers=args.workers,
     )
-    with tempfile.TemporaryDirectory() as folder:
-        outcome = finetune(
-            args.base, args.task, Path(folder) / "speed.safetensors", DataOptions(gt=args.gt), settings,
-            method=args.method, device=args.device, show_progress=False,
-            on_step=lambda done: stamps.append(time.perf_counter()),
-        )
+    stamps, outcome = _stamped(lambda out, on_step: finetune(
+        args.base, args.task, out, DataOptions(gt=args.gt), settings, method=args.method, device=args.device,
+        show_progress=False, on_step=on_step,
+    ))
     return {
         "base": str(args.base), "task": args.task, "method": args.method, "batch": args.batch, "patch": args.patch,
         "trainable_parameters": outcome.result.trainable_parameters,
