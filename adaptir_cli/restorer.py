@@ -85,10 +85,14 @@ class Restorer:
     def scale(self) -> int:
         return self.base.descriptor.head(self.head).scale
 
-    def use(self, task: str, adapter: Path | AdapterFile | None = None, *, force: bool = False) -> None:
+    def use(
+        self, task: str, adapter: Path | AdapterFile | None = None, *, force: bool = False, bare: bool = False
+    ) -> None:
         """Select the task (and so the base head) and the adapter; None runs the bare head.
 
-        `force` runs an adapter trained on other base weights, or for another task.
+        `force` runs an adapter trained on other base weights, or for another task. `bare` lets
+        the head alone run a task that needs an adapter (lr4-noise30 on the sr4 head): a
+        measurement of the frozen base (bench, experiments), not a restoration to give users.
         """
         chosen = get_task(task)
         head = head_for(chosen, self.base.descriptor.heads)
@@ -101,7 +105,7 @@ class Restorer:
             adapter = read_adapter(Path(adapter))
         if adapter is not None:
             check_task(adapter, chosen.name, force)
-        if adapter is None and chosen.adapter_required:
+        if adapter is None and chosen.adapter_required and not bare:
             raise RestoreError(
                 f"{self.base.name} was not trained for {chosen.name} and no adapter was given; "
                 "pass --adapter FILE (train one with `adaptir finetune`)"

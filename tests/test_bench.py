@@ -271,6 +271,24 @@ def test_one_column_per_adapter(tmp_path: Path, tiny_emt_file: Path, tiny_adapte
     assert columns["tiny_emt_x2"]["psnr"]["y"] != columns["tuned"]["psnr"]["y"]
 
 
+def test_the_bare_base_column_of_a_hybrid_task_is_its_head_alone(tmp_path: Path) -> None:
+    import torch
+
+    from adaptir_cli.bases.emt import EMT, EMTConfig
+
+    base = tmp_path / "tiny_emt_x4.pth"
+    torch.save({"params": EMT(EMTConfig(scale=4, dim=12, groups=1, layers=2, attention_layers=1)).state_dict()}, base)
+    folder = _random_images(tmp_path / "set", 1, (48, 48, 3))
+    args = ["bench", "--task", "lr4-noise30", "--dataset", str(folder), "--base", str(base), "-q"]
+    refused = runner.invoke(app, args)  # no adapter given and none shipped for this file: nothing to score
+    assert refused.exit_code == 1 and "no adapter was given" in refused.output
+    bare = runner.invoke(app, [*args, "--adapter", "", "--json", "-"])
+    assert bare.exit_code == 0, bare.output
+    report = json.loads(bare.stdout)
+    assert [(m["label"], m["kind"]) for m in report["methods"]] == [("tiny_emt_x4", "base")]
+    assert report["datasets"][0]["results"]["tiny_emt_x4"]["psnr"]["y"] > 0
+
+
 def test_speed_mode_times_restore_only(tmp_path: Path, tiny_emt_file: Path) -> None:
     out = tmp_path / "speed.json"
     result = runner.invoke(app, [

@@ -272,15 +272,13 @@ def test_an_output_trained_with_other_settings_is_not_reused(ran: Path, workspac
 def test_the_bare_base_runs_tasks_that_need_an_adapter() -> None:
     from adaptir_cli.bases import build_base
     from adaptir_cli.bases.emt import EMT, EMTConfig
-    from adaptir_cli.experiments.runner import _BareBaseRestorer
-
     state = EMT(EMTConfig(scale=4, dim=12, groups=1, layers=2, attention_layers=1)).state_dict()
     base = build_base(state, name="tiny-x4", sha256="0" * 64, source="test")
     with pytest.raises(RestoreError, match="no adapter was given"):
         Restorer(base, device="cpu").use("lr4-noise30")
-    restorer = _BareBaseRestorer(base, device="cpu")
-    restorer.use("lr4-noise30")
-    assert restorer.task.name == "lr4-noise30" and restorer.head == "sr4"
+    restorer = Restorer(base, device="cpu")
+    restorer.use("lr4-noise30", bare=True)
+    assert restorer.task.name == "lr4-noise30" and restorer.head == "sr4" and restorer.adapter is None
 
 
 def test_full_finetuning_keeps_batchnorm_statistics_fixed() -> None:

@@ -357,7 +357,7 @@ def _run_method(
         upscaled = imresize(lq, scale=protocol.scale) if protocol.scale > 1 else lq
         return to_uint8(upscaled), None
     assert restorer is not None, "model methods are only planned with a restorer"
-    restorer.use(protocol.task, method.adapter)
+    restorer.use(protocol.task, method.adapter, bare=method.kind == "base")
     output, stats = restorer.restore(to_tensor(lq), settings)
     return to_uint8(to_numpy(output)), stats.seconds
 
@@ -402,7 +402,7 @@ def run_speed(
     for method in methods:
         if method.kind == "baseline":
             raise BenchError("--speed times the model; drop --baseline")
-        restorer.use(task, method.adapter)
+        restorer.use(task, method.adapter, bare=method.kind == "base")
         times = []
         for run in range(warmup + repeats):
             start = time.perf_counter()

@@ -85,7 +85,7 @@ def bench(
     adapter: list[str] = typer.Option(
         [], "--adapter", "-a",
         help="Adapter: a name from `adaptir models list` or a file; repeat to compare (one column each; '' for the "
-        "bare base). Default: the one restore uses.", metavar="NAME|FILE", autocompletion=complete.adapters,
+        "bare base, on lr4-noise30 and the like its head alone). Default: the one restore uses.", metavar="NAME|FILE", autocompletion=complete.adapters,
     ),
     sigma: Optional[float] = typer.Option(None, help="Noise level (0..255 scale) for --task denoise.", metavar="SIGMA"),
     seed: int = typer.Option(
@@ -134,7 +134,7 @@ def bench(
             )
         shape = _parse_size(size)
         restorer, adapters = _model(task, base, adapter, device, precision, settings)
-        methods = _methods(adapters, restorer, baseline=False, scale=chosen.scale, task=task)
+        methods = _methods(adapters, restorer, baseline=False, scale=chosen.scale, task=task, bare=bool(adapter))
         with stderr.status("Timing restore ...", spinner="dots"):
             report = run_speed(restorer, task, methods, shape, repeats=repeats, settings=settings, seed=seed)
         print_speed(_results_console(json_file), report)
@@ -156,7 +156,9 @@ def bench(
     restorer, adapters = (
         (None, []) if baseline_only else _model(task, base, adapter, str(context.device), precision, settings)
     )
-    methods = _methods(adapters, restorer, baseline=baseline or baseline_only, scale=chosen.scale, task=task)
+    methods = _methods(
+        adapters, restorer, baseline=baseline or baseline_only, scale=chosen.scale, task=task, bare=bool(adapter),
+    )
     mine = _run(sets, protocol, degradation, methods, restorer, settings, save_images, size_limit(max_megapixels),
                 quiet or not context.main, context)
     result = merge_results(gather(mine, context), sets)
@@ -187,9 +189,10 @@ def _model(
 
 
 def _methods(
-    adapters: list[Path | None], restorer: Restorer | None, *, baseline: bool, scale: int, task: str
+    adapters: list[Path | None], restorer: Restorer | None, *, baseline: bool, scale: int, task: str, bare: bool,
 ) -> list[Contender]:
-    """The columns, each checked against the base before the first image."""
+    """The columns, each checked against the base before the first image. `bare`: an --adapter ''
+    asked for the bare base, which on a task that needs an adapter is its head alone."""
     try:
         methods = plan_methods(adapters, restorer=restorer, baseline=baseline, scale=scale)
     except (AdapterFileError, OSError, BenchError) as error:
@@ -197,7 +200,7 @@ def _methods(
     for method in methods:
         if restorer is not None and method.kind != "baseline":
             try:
-                restorer.use(task, method.adapter)
+                restorer.use(task, method.adapter, bare=bare and method.kind == "base")
             except Exception as error:  # every mismatch (head, scale, adapter base, task) ends the same way
                 message, hint = split_hint(error)
                 fail(f"{method.label}: {message}", hint or "see `adaptir bench --help`")

@@ -41,8 +41,7 @@ from adaptir_cli.data.datasets import Dataset, DatasetError, find_dataset
 from adaptir_cli.data.degradations import Degradation
 from adaptir_cli.experiments.config import Experiment, ExperimentError, Run
 from adaptir_cli.experiments.results import number, write_results
-from adaptir_cli.restorer import Restorer, RestoreError, TileSettings
-from adaptir_cli.tasks import TASKS, Task, get_task, head_for
+from adaptir_cli.restorer import Restorer, TileSettings
 from adaptir_cli.training.checkpoint import checkpoint_path, log_path
 from adaptir_cli.training.data import DataError
 from adaptir_cli.training.finetune import FULL, finetune
@@ -255,36 +254,6 @@ def _final_loss(out: Path) -> float | None:
 # --- benchmarking --------------------------------------------------------------------------------
 
 
-class _BareBaseRestorer(Restorer):
-    """A Restorer whose bare base also runs tasks that need an adapter.
-
-    A "none" run measures the frozen base before any tuning: on lr4-noise30 that is the sr4 head
-    alone, which `Restorer.use` refuses for users (its output is not a restoration of the task).
-    """
-
-    def use(self, task: str, adapter: Any = None, *, force: bool = False) -> None:
-        chosen = get_task(task)
-        if adapter is not None or not chosen.adapter_required:
-            super().use(task, adapter, force=force)
-            return
-        super().use(_stand_in(chosen, self.base.descriptor.heads).name)
-        self.task = chosen
-
-
-def _stand_in(task: Task, heads: dict[str, object]) -> Task:
-    """A task without adapter that runs the same head at the same scale as `task`."""
-    head = head_for(task, heads)
-    for other in TASKS.values():
-        if other.adapter_required or other.scale != task.scale:
-            continue
-        try:
-            if head_for(other, heads) == head:
-                return other
-        except KeyError:
-            continue
-    raise RestoreError(f"no task runs head {head!r} of this base without an adapter; drop the 'none' run")
-
-
 def _tuned_base(path: Path, original: LoadedBase) -> LoadedBase:
     if not path.is_file():
         raise ExperimentError(f"tuned base {path} not found\nHint: rerun without --only, or with --force.")
@@ -300,7 +269,7 @@ def _bench(
     base: LoadedBase, runs: list[Run], experiment: Experiment, sets: list[Dataset], protocol: Protocol,
     degradation: Degradation, device: str, console: Console, show_progress: bool,
 ) -> BenchResult:
-    restorer = _BareBaseRestorer(base, device=device)
+    restorer = Restorer(base, device=device)
     methods = []
     for run in runs:
         if run.is_adapter:
@@ -310,7 +279,7 @@ def _bench(
             methods.append(Contender(run.name, "base"))
     for method in methods:  # every mismatch before the first image, not once per image
         try:
-            restorer.use(protocol.task, method.adapter)
+            restorer.use(protocol.task, method.adapter, bare=method.kind == "base")
         except Exception as error:
             raise ExperimentError(f"{method.label} cannot run on {base.name}: {error}") from None
     progress = Progress(
