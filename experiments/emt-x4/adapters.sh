@@ -2,11 +2,11 @@
 # Reproduces the x4-hybrid AdaptIR adapters shipped for the frozen EMT x4 (see docs/training.md):
 # trained with `adaptir finetune` on BSD400 minus the Rain100L backgrounds, the degradation made on
 # the fly, on the CPU.
-#   sweep          learning rate and hidden width, 150 steps each, scored on a held-out split
-#                  (logs: experiments/emt-x4/sweep/)
+#   sweep [TASK]   learning rate and hidden width, 150 steps each, scored on a held-out split
+#                  (logs: experiments/emt-x4/sweep/); TASK lr4-noise30 (default) or lr4-jpeg30
 #   train TASK...  the shipped adapters with the settings of PLAN below; resumable: rerun the same
 #                  command after an interruption and it continues from its checkpoint
-# Usage: experiments/emt-x4/adapters.sh sweep|train [TASK...]   (ADAPTIR_SHARED: the shared data folder)
+# Usage: experiments/emt-x4/adapters.sh sweep [TASK] | train [TASK...]   (ADAPTIR_SHARED: the shared data folder)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data="${ADAPTIR_SHARED:-../shared}/data"
@@ -35,13 +35,21 @@ finetune() {  # task lr hidden steps out [extra...]; continues from the run's ch
 
 case "${1:-}" in
     sweep)
+        # lr4-noise30 (with BatchNorm, before batch_norm=false existed): 1e-3 diverged (training
+        # loss 0.12 -> 0.22 by step 90), so it looks below it. lr4-jpeg30 (LayerNorm, as shipped):
+        # the long run's 2e-4 h32 against a higher rate and a wider adapter.
+        task="${2:-lr4-noise30}"
+        case "$task" in
+            lr4-noise30) settings=("1e-3 16" "5e-4 16" "2e-4 16" "5e-4 32"); extra=(); tag="" ;;
+            lr4-jpeg30) settings=("2e-4 32" "5e-4 32" "2e-4 64"); extra=("${METHOD_SET[@]}"); tag="-layernorm" ;;
+            *) echo "no sweep for $task" >&2; exit 2 ;;
+        esac
         mkdir -p "$here/sweep"
-        # 1e-3 diverged (training loss 0.12 -> 0.22 by step 90), so the sweep looks below it.
-        for setting in "1e-3 16" "5e-4 16" "2e-4 16" "5e-4 32"; do
+        for setting in "${settings[@]}"; do
             read -r lr hidden <<< "$setting"
-            out="$here/sweep/lr4-noise30-lr$lr-h$hidden.safetensors"
+            out="$here/sweep/$task-lr$lr-h$hidden$tag.safetensors"
             [ -f "${out%.safetensors}.json" ] && continue
-            finetune lr4-noise30 "$lr" "$hidden" 150 "$out" --val-every 50 --checkpoint-every 50
+            finetune "$task" "$lr" "$hidden" 150 "$out" --val-every 50 --checkpoint-every 50 "${extra[@]}"
             rm -f "$out"  # the sweep keeps its logs, not its adapters
         done
         ;;
@@ -57,7 +65,7 @@ case "${1:-}" in
         done
         ;;
     *)
-        echo "usage: $0 sweep|train [TASK...]" >&2
+        echo "usage: $0 sweep [TASK] | train [TASK...]" >&2
         exit 2
         ;;
 esac
