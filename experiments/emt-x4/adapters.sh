@@ -13,23 +13,24 @@ data="${ADAPTIR_SHARED:-../shared}/data"
 base="${BASE:-emt-x4}"
 here=experiments/emt-x4
 exclude=experiments/default/rain100l_backgrounds.txt
-# task, learning rate, hidden width, steps. lr4-noise30: the sweep's best (experiments/emt-x4/sweep/,
-# docs/training.md). lr4-jpeg30 diverged at 5e-4 (L1 0.055 -> 0.17 near step 250,
-# experiments/emt-x4/logs/lr4-jpeg30-lr5e-4-diverged.json), so it runs at 2e-4, for fewer steps.
-PLAN=("lr4-noise30 5e-4 32 2000" "lr4-jpeg30 2e-4 32 1200")
+# task, learning rate, hidden width, steps, input patch. lr4-noise30: the sweep's best
+# (experiments/emt-x4/sweep/, docs/training.md). lr4-jpeg30: its sweep's best rate (with LayerNorm;
+# with BatchNorm 5e-4 diverged, experiments/emt-x4/logs/lr4-jpeg30-lr5e-4-diverged.json), on 32 px
+# inputs for more context around the 8 x 8 JPEG blocks. Each log records the settings it ran with.
+PLAN=("lr4-noise30 5e-4 32 2000 24" "lr4-jpeg30 5e-4 32 1000 32")
 # The adapter's BatchNorm computes differently at inference (docs/training.md): a per-pixel
 # LayerNorm instead (150 sweep steps: 21.91 dB against BatchNorm's 21.55, and no gap).
 # min_hidden is moot beside --hidden; pinned to the method's own 8 (finetune's default floor is 16)
 # so that the run that started before that default changed resumes with the same identity.
 METHOD_SET=(--set batch_norm=false --set min_hidden=8)
 
-finetune() {  # task lr hidden steps out [extra...]; continues from the run's checkpoint if there is one
-    local task=$1 lr=$2 hidden=$3 steps=$4 out=$5
-    shift 5
+finetune() {  # task lr hidden steps patch out [extra...]; continues from the run's checkpoint if there is one
+    local task=$1 lr=$2 hidden=$3 steps=$4 patch=$5 out=$6
+    shift 6
     local resume=()
     [ -f "${out%.safetensors}.ckpt" ] && resume=(--resume)
     adaptir finetune --base "$base" --task "$task" --gt "$data/train/BSD400" --exclude "$exclude" \
-        --method adaptir --hidden "$hidden" --steps "$steps" --batch 8 --patch 24 --lr "$lr" --seed 0 \
+        --method adaptir --hidden "$hidden" --steps "$steps" --batch 8 --patch "$patch" --lr "$lr" --seed 0 \
         --val-fraction 0.02 --val-crop 48 --device cpu --workers 1 --quiet --out "$out" "${resume[@]}" "$@"
 }
 
@@ -49,7 +50,7 @@ case "${1:-}" in
             read -r lr hidden <<< "$setting"
             out="$here/sweep/$task-lr$lr-h$hidden$tag.safetensors"
             [ -f "${out%.safetensors}.json" ] && continue
-            finetune "$task" "$lr" "$hidden" 150 "$out" --val-every 50 --checkpoint-every 50 "${extra[@]}"
+            finetune "$task" "$lr" "$hidden" 150 24 "$out" --val-every 50 --checkpoint-every 50 "${extra[@]}"
             rm -f "$out"  # the sweep keeps its logs, not its adapters
         done
         ;;
@@ -57,10 +58,10 @@ case "${1:-}" in
         shift
         mkdir -p "$here/work" "$here/logs"
         for entry in "${PLAN[@]}"; do
-            read -r task lr hidden steps <<< "$entry"
+            read -r task lr hidden steps patch <<< "$entry"
             if [ $# -gt 0 ] && [[ " $* " != *" $task "* ]]; then continue; fi
             out="$here/work/emt-x4-$task.safetensors"
-            finetune "$task" "$lr" "$hidden" "$steps" "$out" --val-every 250 --checkpoint-every 50 "${METHOD_SET[@]}"
+            finetune "$task" "$lr" "$hidden" "$steps" "$patch" "$out" --val-every 250 --checkpoint-every 50 "${METHOD_SET[@]}"
             cp "${out%.safetensors}.json" "$here/logs/"
         done
         ;;
