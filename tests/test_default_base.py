@@ -238,8 +238,9 @@ def test_the_pattern_measure_sees_a_checkerboard_and_not_a_ramp() -> None:
 X1_CHECKERED = pytest.mark.xfail(
     strict=True,
     reason="the shipped lowlight adapter on compactir-default leaves a 2-pixel checkerboard (about 1-2 "
-    "levels on flat grey): the x1 base's tails pixel-shuffle a half-resolution body; the refined tails "
-    "of the next x1 base (issue 12) mix the phases at full resolution and should remove it",
+    "levels on flat grey): on a flat input each of the four phases of the x1 tails' pixel-shuffled output "
+    "is constant, and the low-light gain amplifies any difference between them; the next x1 base's refined "
+    "tails did not remove it in a 300-step check (docs/training.md, 'The low-light checkerboard')",
 )
 
 
