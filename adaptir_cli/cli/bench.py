@@ -85,7 +85,8 @@ def bench(
     adapter: list[str] = typer.Option(
         [], "--adapter", "-a",
         help="Adapter: a name from `adaptir models list` or a file; repeat to compare (one column each; '' for the "
-        "bare base, on lr4-noise30 and the like its head alone). Default: the one restore uses.", metavar="NAME|FILE", autocompletion=complete.adapters,
+        "bare base, on lr4-noise30 and the like its head alone). Default: the one restore uses.",
+        metavar="NAME|FILE", autocompletion=complete.adapters,
     ),
     sigma: Optional[float] = typer.Option(None, help="Noise level (0..255 scale) for --task denoise.", metavar="SIGMA"),
     seed: int = typer.Option(
