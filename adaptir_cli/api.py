@@ -25,7 +25,7 @@ import numpy as np
 
 from adaptir_cli.auto_task import AutoChoice, choose_tasks, classify
 from adaptir_cli.bases.model import LoadedBase
-from adaptir_cli.distributed import Distributed, barrier, gather, setup, share
+from adaptir_cli.distributed import Distributed, barrier, gather, joined, share
 from adaptir_cli.file_jobs import Job, JobResult, plan_jobs, run_jobs
 from adaptir_cli.imaging.formats import DEFAULT_QUALITY
 from adaptir_cli.imaging.tensors import to_numpy, to_tensor
@@ -161,7 +161,8 @@ def restore_files(
     As there, `output_dir` may name the image file written for one input file, and `task` "auto"
     picks each image's task (an unreadable image then fails before any base loads). Settings that
     no image could run with raise before the first image (ValueError, RestoreError). Under
-    torchrun each process restores its share and every process returns all the results.
+    torchrun each process restores its share and every process returns all the results; a process
+    group the call joined is left when it returns (one the caller set up is kept).
     """
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be between 1 and 100, not {quality}")
@@ -169,17 +170,17 @@ def restore_files(
     adapters = [adapter_file(adapter) if str(adapter) else None] if adapter is not None else None
     jobs = plan_jobs([Path(p) for p in inputs], Path(output_dir), [task], adapters, recursive=recursive,
                      suffix=suffix, ext=ext)
-    context = setup(device)
-    jobs, _, unreadable = choose_tasks(jobs, context=context)
-    groups = plan_restore(jobs, Restorers(base, device=str(context.device)), use_defaults=adapter is None)
-    check_plan(groups, settings)
-    mine = [
-        result
-        for restorer, group in shares(groups, context)
-        for result in run_jobs(restorer, group, settings, overwrite=overwrite, quality=quality)
-    ]
-    barrier(context)
-    return unreadable + gather_results(mine, jobs, context)
+    with joined(device) as context:
+        jobs, _, unreadable = choose_tasks(jobs, context=context)
+        groups = plan_restore(jobs, Restorers(base, device=str(context.device)), use_defaults=adapter is None)
+        check_plan(groups, settings)
+        mine = [
+            result
+            for restorer, group in shares(groups, context)
+            for result in run_jobs(restorer, group, settings, overwrite=overwrite, quality=quality)
+        ]
+        barrier(context)
+        return unreadable + gather_results(mine, jobs, context)
 
 
 def finetune(

@@ -13,7 +13,8 @@ commands call them unconditionally.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -76,6 +77,19 @@ def setup(device_spec: str = "auto") -> Distributed:
     # Every rank calls setup, so every rank creates the group, as new_group requires.
     control = dist.new_group(backend="gloo") if device.type == "cuda" else None
     return Distributed(rank, world, local_rank, device, control)
+
+
+@contextmanager
+def joined(device_spec: str = "auto") -> Iterator[Distributed]:
+    """`setup` for one library call: a group this call joins is left when the call ends; a group
+    the caller set up before is kept, as are a lone process's settings."""
+    ours = launched_world() > 1 and not dist.is_initialized()
+    context = setup(device_spec)
+    try:
+        yield context
+    finally:
+        if ours:
+            shutdown(context)
 
 
 def threads_per_process(environ: dict[str, str] | None = None, cores: int | None = None) -> int:

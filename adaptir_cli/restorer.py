@@ -219,6 +219,7 @@ class Restorer:
             "multiple": self.base.descriptor.size_multiple,
             "fixed_size": self.base.descriptor.fixed_size,
             "min_size": self.base.descriptor.min_size,
+            "border": self.base.descriptor.head(self.head).border,
         }
         batch = self.tile_batch(settings, tile_boxes(*image.shape[-2:], tile=tile, overlap=overlap, **grid))
         start = time.perf_counter()

@@ -159,6 +159,10 @@ def test_mlp_pattern_targets_every_block_and_adaptir_starts_as_identity() -> Non
     model = _randomised(config)
     descriptor = describe(config)
     assert descriptor.mlp_pattern == MLP_PATTERN
+    # x1 heads restore with one body window mirrored around the image; SR heads as the image is.
+    assert {name: head.border for name, head in descriptor.heads.items()} == {
+        name: config.size_multiple if scale == 1 else 0 for name, scale in TASKS
+    }
 
     # The wrapped module must receive norm2(x), exactly where the paper feeds the adapter.
     seen: dict[str, torch.Tensor] = {}

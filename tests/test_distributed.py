@@ -170,17 +170,20 @@ def test_library_restore_files_shares_its_images_under_torchrun(tmp_path: Path, 
     script = tmp_path / "restore_files.py"
     script.write_text(
         "import json, os, sys\n"
+        "import torch.distributed as dist\n"
         "from adaptir_cli import api\n"
         "results = api.restore_files([sys.argv[1]], sys.argv[2], 'sr2', base=sys.argv[3], device='cpu')\n"
         # A file per process: the processes' standard outputs interleave.
         "names = [r.job.source.name for r in results]\n"
-        "open(os.path.join(sys.argv[4], os.environ['RANK'] + '.json'), 'w').write(json.dumps(names))\n"
+        "report = {'names': names, 'still_in_group': dist.is_initialized()}\n"
+        "open(os.path.join(sys.argv[4], os.environ['RANK'] + '.json'), 'w').write(json.dumps(report))\n"
     )
     run = _torchrun_command(str(script), str(inputs), str(tmp_path / "out"), str(tiny_emt_file), str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     every = [f"img{i}.png" for i in range(5)]
     reports = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
-    assert reports == [every, every]  # each process returns all the results
+    # Each process returns all the results, and leaves the group the call joined.
+    assert reports == [{"names": every, "still_in_group": False}] * 2
     one = api.restore_files([inputs], tmp_path / "one", "sr2", base=tiny_emt_file, device="cpu")
     assert [r.status for r in one] == ["ok"] * 5
     for name in every:  # each image written once, as one process writes it

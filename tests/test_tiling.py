@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from adaptir_cli.imaging.tiling import (
     Tile,
     crop_to_size,
+    mirror_border,
     pad_to_size,
     plan_tiles,
     run_tiled,
@@ -192,11 +193,13 @@ def test_pad_and_crop() -> None:
     assert pad_to_size(image, 3, 3) is image
 
 
-def test_tiles_stream_to_a_sink_once_each() -> None:
+@pytest.mark.parametrize("border", [0, 8])
+def test_tiles_stream_to_a_sink_once_each(border: int) -> None:
     """With a sink the output arrives as one block per tile, and together they cover the returned
-    image exactly once: a large upscaled image never sits whole in float."""
+    image exactly once: a large upscaled image never sits whole in float. A mirrored border's part
+    of the output never reaches the sink."""
     image = torch.rand(1, 3, 70, 45)
-    whole = run_tiled(blur3_x2, image, scale=2, tile=24, overlap=6, batch=2)
+    whole = run_tiled(blur3_x2, image, scale=2, tile=24, overlap=6, batch=2, border=border)
     assembled = torch.zeros_like(whole)
     cover = torch.zeros(whole.shape[-2:], dtype=torch.int64)
 
@@ -205,9 +208,32 @@ def test_tiles_stream_to_a_sink_once_each() -> None:
         assembled[..., rows, cols] = block
         cover[rows, cols] += 1
 
-    assert run_tiled(blur3_x2, image, scale=2, tile=24, overlap=6, batch=2, sink=sink) is None
+    assert run_tiled(blur3_x2, image, scale=2, tile=24, overlap=6, batch=2, border=border, sink=sink) is None
     assert torch.equal(cover, torch.ones_like(cover))
     assert torch.equal(assembled, whole)
+
+
+def zero_padded_blur(x: torch.Tensor) -> torch.Tensor:
+    """A 3x3 box blur that pads with zeros, as convolutions do: it darkens the image's border."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True)
+
+
+@pytest.mark.parametrize("height,width", [(40, 28), (5, 3), (1, 1)])
+def test_a_mirrored_border_keeps_a_zero_padded_model_from_darkening_the_edge(height: int, width: int) -> None:
+    flat = torch.full((1, 3, height, width), 0.5)
+    darkened = run_tiled(zero_padded_blur, flat, scale=1, tile=0, overlap=0)
+    assert darkened[..., 0, 0].max() < 0.5  # the corner averages in zeros
+    assert torch.allclose(run_tiled(zero_padded_blur, flat, scale=1, tile=0, overlap=0, border=2), flat, atol=1e-6)
+
+
+def test_a_mirrored_border_tiles_as_a_whole_image_pass() -> None:
+    image = torch.rand(1, 3, 70, 45, generator=torch.Generator().manual_seed(7))
+    grown = mirror_border(image, 8)
+    assert grown.shape[-2:] == (86, 61) and torch.equal(grown[..., 8:-8, 8:-8], image)
+    assert torch.equal(grown[..., 7, 8:-8], image[..., 1, :])  # mirrored, the edge row not repeated
+    whole = run_tiled(blur3_x2, image, scale=2, tile=0, overlap=0, border=8)
+    assert torch.equal(whole[..., 2:-2, 2:-2], blur3_x2(image)[..., 2:-2, 2:-2])  # inside, nothing changes
+    assert torch.allclose(run_tiled(blur3_x2, image, scale=2, tile=24, overlap=6, batch=2, border=8), whole, atol=1e-6)
 
 
 def test_tiler_allocates_no_image_sized_buffer() -> None:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -473,11 +474,13 @@ def test_finetune_without_training_flags_uses_the_measured_defaults(clean_dir: P
     settings = json.loads(out.with_suffix(".json").read_text())["settings"]
     assert (settings["lr"], settings["batch"], settings["patch"]) == (1e-3, 16, 48)
     assert settings["schedule"]["kind"] == "cosine" and settings["grad_clip"] == 1.0
+    assert settings["phase_loss"] == 2.0
     # Hidden width 16 on CompactIR's 96-wide MLPs: 18,080 trainable parameters (width 8: 8,152).
     assert json.loads(result.stdout)["trainable_parameters"] == 18_080
     assert read_adapter(out).config == AdaptIRConfig(min_hidden=16)
     library = LoopSettings.from_options(steps=2)  # what api.finetune and the experiments fill in
     assert (library.lr, library.batch, library.patch) == (settings["lr"], settings["batch"], settings["patch"])
+    assert library.phase_loss == settings["phase_loss"]
     assert finetune_config("adaptir") == read_adapter(out).config
 
 
@@ -495,3 +498,28 @@ def test_finetune_command_errors(tiny_emt_file: Path, clean_dir: Path, tmp_path:
     assert malformed.exit_code == 2 and "--set takes KEY=VALUE, got 'frequency'" in malformed.output
     no_checkpoint = runner.invoke(app, [*common, "--task", "sr2", "--resume", "--steps", "2", "--patch", "20"])
     assert no_checkpoint.exit_code == 1 and "no checkpoint to resume" in no_checkpoint.output
+
+
+def test_the_phase_loss_sees_a_coherent_two_pixel_pattern_and_not_image_content() -> None:
+    from adaptir_cli.training.losses import phase_components, phase_loss, training_loss
+
+    ramp = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(2, 3, 32, 32)
+    assert phase_components(torch.full((1, 3, 16, 16), 0.3)).abs().max() == 0
+    signs = (1.0 - 2.0 * (torch.arange(32).view(-1, 1) + torch.arange(32)).remainder(2)).expand(2, 3, 32, 32)
+    checkered = ramp + 0.01 * signs
+    assert phase_loss(checkered, ramp).item() == pytest.approx(0.01 / 3)  # one of three components
+    # Noise twice the pattern's amplitude, independent per pixel, costs more L1 but averages away
+    # in the pooled cells: the phase loss weighs the coherent pattern more.
+    noisy = ramp + 0.02 * torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert F.l1_loss(noisy, ramp) > F.l1_loss(checkered, ramp)
+    assert phase_loss(noisy, ramp).item() < 0.7 * phase_loss(checkered, ramp).item()
+    assert training_loss(checkered, ramp, 0.0) == F.l1_loss(checkered, ramp)
+    assert training_loss(checkered, ramp, 2.0) == pytest.approx(F.l1_loss(checkered, ramp) + 2 * 0.01 / 3)
+
+
+def test_a_run_without_the_phase_loss_keeps_the_identity_runs_had_before_it() -> None:
+    plain = LoopSettings.from_options(steps=10, phase_loss=0.0)
+    assert "phase_loss" not in plain.identity(1)  # checkpoints from before the option still resume
+    assert LoopSettings.from_options(steps=10, phase_loss=2.0).identity(1)["phase_loss"] == 2.0
+    with pytest.raises(ValueError, match="--phase-loss"):
+        LoopSettings.from_options(steps=10, phase_loss=-1.0)

@@ -57,3 +57,8 @@ class BaseDescriptor:
 class Head:
     index: int
     scale: int
+    # Input pixels mirrored around the image before a restore with this head (cropped off after):
+    # a head whose convolutions pad with zeros darkens or rings at the image border, faintly for
+    # the task it was trained for and by tens of levels once an adapter amplifies its output
+    # (low light). 0: the image as it is (the published bases, whose numbers stay the papers').
+    border: int = 0

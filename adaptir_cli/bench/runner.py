@@ -248,7 +248,9 @@ def run_benchmark(
 
     Files declaring more than `max_megapixels` (None: no limit) fail without being decoded. With
     a `context` of several processes, only this process's share of each set's images is scored
-    (`merge_results` joins the shares).
+    (`merge_results` joins the shares). A "base" contender runs `restorer`'s bare head for the
+    task, whichever the task: refusing a task whose base needs an adapter is the caller's choice
+    (`adaptir bench` refuses one without `--adapter`; `--adapter ''` asks for the bare head).
     """
     settings = settings or TileSettings(tile=0)
     results = []

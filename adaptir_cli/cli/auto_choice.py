@@ -23,14 +23,13 @@ def choose(
     """The jobs with "auto" replaced by each image's task, the choices by output, and the images
     that could not be read (failed results); prints one line per choice unless `quiet`.
     Under torchrun (`context`) the processes share the classifying."""
-    auto = [job for job in jobs if job.task == AUTO]
-    if not auto:
+    count = sum(job.task == AUTO for job in jobs)
+    if not count:
         return jobs, {}, []
     from adaptir_cli.auto_task import AutoTaskError, choose_tasks
 
     try:
-        spinner = stderr.status(f"Choosing the task of {len(auto)} image(s) ...", spinner="dots")
-        with nullcontext() if quiet else spinner:
+        with nullcontext() if quiet else stderr.status(f"Choosing the task of {count} image(s) ...", spinner="dots"):
             planned, choices, unreadable = choose_tasks(jobs, max_megapixels=max_megapixels, context=context)
     except JobPlanError as error:
         usage_error(*split_hint(error))

@@ -101,6 +101,7 @@ def finetune(
     warmup: Optional[int] = opt.WARMUP,
     weight_decay: float = opt.WEIGHT_DECAY,
     grad_clip: float = opt.GRAD_CLIP,
+    phase_loss: float = opt.PHASE_LOSS,
     seed: int = opt.SEED,
     val_every: int = opt.VAL_EVERY,
     checkpoint_every: int = opt.CHECKPOINT_EVERY,
@@ -126,7 +127,7 @@ def finetune(
         opt.usage_failure(error)
     settings = opt.loop_settings(
         steps=steps, batch=batch, patch=patch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
-        grad_clip=grad_clip, seed=seed, val_every=val_every, checkpoint_every=checkpoint_every,
+        grad_clip=grad_clip, phase_loss=phase_loss, seed=seed, val_every=val_every, checkpoint_every=checkpoint_every,
         precision=precision, workers=workers,
     )
     data = DataOptions(

@@ -72,6 +72,11 @@ GRAD_CLIP = typer.Option(
     FINETUNE_DEFAULTS["grad_clip"], "--grad-clip", min=0.0, help="Clip the gradient norm to this (0: no clipping).",
     metavar="NORM",
 )
+PHASE_LOSS_HELP = ("Weight of the phase loss beside L1: it stops the 2-pixel checkerboard a half-resolution "
+                   "body leaves on flat areas (0: L1 alone).")
+PHASE_LOSS = typer.Option(
+    FINETUNE_DEFAULTS["phase_loss"], "--phase-loss", min=0.0, help=PHASE_LOSS_HELP, metavar="WEIGHT",
+)
 SEED = typer.Option(
     FINETUNE_DEFAULTS["seed"], "--seed", help="Seed of the initial weights, crops, augmentations and degradations.",
     metavar="N",
@@ -104,13 +109,14 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress display.")
 
 def loop_settings(
     *, steps: int, batch: int, patch: int, lr: float, schedule: str, warmup: Optional[int], weight_decay: float,
-    grad_clip: float, seed: int, val_every: int, checkpoint_every: int, precision: str, workers: int,
+    grad_clip: float, phase_loss: float, seed: int, val_every: int, checkpoint_every: int, precision: str,
+    workers: int,
 ) -> LoopSettings:
     """The loop's settings from the command's flags; invalid combinations are usage errors."""
     try:
         return LoopSettings.from_options(
             steps=steps, batch=batch, patch=patch, lr=lr, schedule=schedule, warmup=warmup,
-            weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, val_every=val_every,
+            weight_decay=weight_decay, grad_clip=grad_clip, phase_loss=phase_loss, seed=seed, val_every=val_every,
             checkpoint_every=checkpoint_every, precision=precision, workers=workers,
         )
     except ValueError as error:

@@ -57,7 +57,7 @@ _DATA = {
 # The names of LoopSettings and of `adaptir finetune`'s options (--weight-decay: weight_decay).
 _TRAIN = {
     "steps": "int", "batch": "int", "patch": "int", "lr": "float", "schedule": "str", "warmup": "int",
-    "weight_decay": "float", "grad_clip": "float", "seed": "int", "val_every": "int",
+    "weight_decay": "float", "grad_clip": "float", "phase_loss": "float", "seed": "int", "val_every": "int",
     "checkpoint_every": "int", "precision": "str", "workers": "int",
 }
 _BENCH = {"datasets": "list", "data": "path", "seed": "int", "sigma": "float"}
@@ -226,7 +226,7 @@ def loop_settings(values: Mapping[str, Any]) -> LoopSettings:
     return LoopSettings(
         steps=steps, batch=values["batch"], patch=values["patch"], lr=float(values["lr"]),
         schedule=Schedule(values["schedule"], steps, warmup), weight_decay=float(values["weight_decay"]),
-        grad_clip=float(values["grad_clip"]), seed=values["seed"], val_every=values["val_every"],
+        grad_clip=float(values["grad_clip"]), phase_loss=float(values["phase_loss"]), seed=values["seed"], val_every=values["val_every"],
         checkpoint_every=values["checkpoint_every"], precision=values["precision"],
         workers=default_workers() if values["workers"] is None else values["workers"],
     )

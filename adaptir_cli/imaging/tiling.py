@@ -121,6 +121,15 @@ def pad_to_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(image, (0, pad_right, 0, pad_bottom), mode="replicate")
 
 
+def mirror_border(image: torch.Tensor, border: int) -> torch.Tensor:
+    """(N, C, H, W) with `border` pixels mirrored onto every side (replicated where a side is too
+    short to mirror that many)."""
+    if border <= 0:
+        return image
+    mode = "reflect" if border < min(image.shape[-2:]) else "replicate"
+    return F.pad(image, (border, border, border, border), mode=mode)
+
+
 def crop_to_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The top-left `height` x `width` of (N, C, H, W): undoes `pad_to_size` (after scaling)."""
     return image[..., :height, :width]
@@ -140,9 +149,12 @@ def tile_boxes(
     multiple: int = 1,
     fixed_size: int | None = None,
     min_size: int = 1,
+    border: int = 0,
 ) -> list[Tile]:
     """The tiles `run_tiled` cuts a `height` x `width` image into, with the same arguments: a
-    caller can size the tile batch before the run (boxes lie in the image padded to `min_size`)."""
+    caller can size the tile batch before the run (boxes lie in the image grown by `border` on
+    every side and padded to `min_size`)."""
+    height, width = height + 2 * border, width + 2 * border
     if fixed_size is not None:
         tile, min_size, multiple = fixed_size, max(min_size, fixed_size), 1
     elif tile > 0:
@@ -164,6 +176,7 @@ def run_tiled(
     multiple: int = 1,
     fixed_size: int | None = None,
     min_size: int = 1,
+    border: int = 0,
     on_tile: Callable[[int, int], None] | None = None,
     sink: RegionSink | None = None,
 ) -> torch.Tensor | None:
@@ -175,7 +188,9 @@ def run_tiled(
     `min_size` are padded up to it (and a smaller tile raised to it). A model that only takes
     `fixed_size` inputs (IPT: 48) gets exactly that: `tile` is ignored, the stride is
     `fixed_size - overlap` and smaller images are padded. `on_tile(done, total)` reports progress
-    after each batch.
+    after each batch. `border` > 0 mirrors that many pixels around the image first (a model whose
+    convolutions pad with zeros then sees image-like context at the border) and keeps only the
+    image's own part of the output.
 
     With `sink`, each tile's kept part of the output goes to `sink(top, left, block)` as soon as
     the tile is done and nothing is returned, so memory is bounded by the tile batch, not by the
@@ -187,8 +202,10 @@ def run_tiled(
         raise ValueError(f"scale and batch must be at least 1, got scale={scale}, batch={batch}")
     height, width = image.shape[-2:]
     tiles = tile_boxes(height, width, tile=tile, overlap=overlap, multiple=multiple, fixed_size=fixed_size,
-                       min_size=min_size)
-    padded = pad_to_size(image, max(height, min_size, fixed_size or 0), max(width, min_size, fixed_size or 0))
+                       min_size=min_size, border=border)
+    grown = mirror_border(image, border)
+    padded = pad_to_size(grown, max(grown.shape[-2], min_size, fixed_size or 0),
+                         max(grown.shape[-1], min_size, fixed_size or 0))
 
     result: list[torch.Tensor] = []
     if sink is None:
@@ -204,13 +221,14 @@ def run_tiled(
             outputs = fn(inputs)
         _check_output(outputs, chunk[0], len(chunk), scale)
         for box, output in zip(chunk, outputs):
-            # The kept part, less any padding beyond the image's bottom/right border.
+            # The kept part, less the mirrored border and any padding beyond the image's bottom/right.
             top, left, bottom, right = box.keep
-            bottom, right = min(bottom, height), min(right, width)
+            top, left = max(top, border), max(left, border)
+            bottom, right = min(bottom, border + height), min(right, border + width)
             if bottom > top and right > left:
                 rows = slice((top - box.top) * scale, (bottom - box.top) * scale)
                 cols = slice((left - box.left) * scale, (right - box.left) * scale)
-                sink(top * scale, left * scale, output[None, :, rows, cols].to(torch.float32))
+                sink((top - border) * scale, (left - border) * scale, output[None, :, rows, cols].to(torch.float32))
         done += len(chunk)
         if on_tile is not None:
             on_tile(done, len(tiles))

@@ -1,6 +1,7 @@
 """The training loop shared by `adaptir finetune` (adapters) and `adaptir pretrain` (whole bases).
 
-One step: this process's slice of the global batch, L1 loss in the [0, 1] pixel scale, AdamW
+One step: this process's slice of the global batch, L1 loss in the [0, 1] pixel scale (plus the
+phase loss of training/losses.py when `phase_loss` is set), AdamW
 with the learning rate the schedule gives for the step, gradient clipping. bf16 autocast on CUDA
 for bases verified in bf16 (parameters and optimizer stay float32), fp32 otherwise and on the
 CPU. The caller decides what trains (which tensors require gradients, which modules are in
@@ -30,7 +31,6 @@ from types import FrameType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -54,6 +54,7 @@ from adaptir_cli.training.batchnorm import use_global_batchnorm
 from adaptir_cli.training.progress import TrainingProgress
 from adaptir_cli.training.sampling import Batch, BatchSampler, BatchStream, TaskData
 from adaptir_cli.training.data import default_workers
+from adaptir_cli.training.losses import training_loss
 from adaptir_cli.training.schedule import Schedule, default_warmup
 from adaptir_cli.training.validation import ValidationSet, evaluate, mean_psnr
 
@@ -63,7 +64,7 @@ from adaptir_cli.training.validation import ValidationSet, evaluate, mean_psnr
 # docs/training.md, "Defaults for a user's budget". `adaptir pretrain` has its own (PRETRAIN_LR).
 FINETUNE_DEFAULTS: dict[str, Any] = {
     "steps": 5000, "batch": 16, "patch": 48, "lr": 1e-3, "schedule": "cosine", "warmup": None,
-    "weight_decay": 0.0, "grad_clip": 1.0, "seed": 0, "val_every": 500, "checkpoint_every": 500,
+    "weight_decay": 0.0, "grad_clip": 1.0, "phase_loss": 2.0, "seed": 0, "val_every": 500, "checkpoint_every": 500,
     "precision": "auto", "workers": None,
 }
 PRETRAIN_LR = 2e-4
@@ -78,6 +79,7 @@ class LoopSettings:
     schedule: Schedule
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    phase_loss: float = 0.0  # weight of training/losses.py's phase loss; 0: L1 alone
     seed: int = 0
     val_every: int = 0  # 0: validate once, at the end
     checkpoint_every: int = 0  # 0: checkpoint only when interrupted
@@ -91,8 +93,8 @@ class LoopSettings:
         for name in ("val_every", "checkpoint_every", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("--lr must be positive; --weight-decay and --grad-clip must be 0 or more")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.phase_loss < 0:
+            raise ValueError("--lr must be positive; --weight-decay, --grad-clip and --phase-loss must be 0 or more")
         if self.schedule.steps != self.steps:
             raise ValueError(f"the schedule covers {self.schedule.steps} steps but the run has {self.steps}")
 
@@ -111,11 +113,13 @@ class LoopSettings:
     def identity(self, world: int) -> dict[str, Any]:
         """The settings a resume must keep. Only the global batch counts: a run may resume with
         another number of processes, and sees the same samples (training/sampling.py)."""
-        return {
+        identity = {
             "steps": self.steps, "global_batch": self.batch * world, "patch": self.patch, "lr": self.lr,
             "schedule": self.schedule.to_json(), "weight_decay": self.weight_decay, "grad_clip": self.grad_clip,
             "seed": self.seed,
         }
+        # Only when set: runs of plain L1, as all were before the option, keep their identity.
+        return {**identity, "phase_loss": self.phase_loss} if self.phase_loss else identity
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "schedule": self.schedule.to_json()}
@@ -302,8 +306,8 @@ def train(
         for step in range(start, settings.steps):
             trainee.set_train_mode(module)
             lr = settings.lr * settings.schedule.factor(step)
-            loss = _optimizer_step(model, stream.get(step), optimizer, params, lr, settings.grad_clip,
-                                   device, precision, pixel_range)
+            loss = _optimizer_step(model, stream.get(step), optimizer, params, lr, settings, device, precision,
+                                   pixel_range)
             done = step + 1
             if on_step is not None:
                 on_step(done)
@@ -356,19 +360,19 @@ def _start_or_resume(
 
 def _optimizer_step(
     model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float,
-    grad_clip: float, device: torch.device, precision: Precision, pixel_range: float,
+    settings: LoopSettings, device: torch.device, precision: Precision, pixel_range: float,
 ) -> torch.Tensor:
-    """One step on `batch` at learning rate `lr`; returns the L1 loss, still on the device."""
+    """One step on `batch` at learning rate `lr`; returns the loss, still on the device."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     lq, gt = batch.lq.to(device, non_blocking=True), batch.gt.to(device, non_blocking=True)
     with autocast(device, precision):
         output = model(lq * pixel_range, batch.head_index) / pixel_range
-    loss = F.l1_loss(output.float(), gt)
+    loss = training_loss(output.float(), gt, settings.phase_loss)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if grad_clip > 0:
-        nn.utils.clip_grad_norm_(params, grad_clip)
+    if settings.grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, settings.grad_clip)
     optimizer.step()
     return loss
 

@@ -29,9 +29,11 @@ finetune() {  # task lr hidden steps patch out [extra...]; continues from the ru
     shift 6
     local resume=()
     [ -f "${out%.safetensors}.ckpt" ] && resume=(--resume)
+    # --phase-loss 0: L1 alone, as these adapters were trained before the option existed.
     adaptir finetune --base "$base" --task "$task" --gt "$data/train/BSD400" --exclude "$exclude" \
         --method adaptir --hidden "$hidden" --steps "$steps" --batch 8 --patch "$patch" --lr "$lr" --seed 0 \
-        --val-fraction 0.02 --val-crop 48 --device cpu --workers 1 --quiet --out "$out" "${resume[@]}" "$@"
+        --val-fraction 0.02 --val-crop 48 --phase-loss 0 --device cpu --workers 1 --quiet --out "$out" \
+        "${resume[@]}" "$@"
 }
 
 case "${1:-}" in

@@ -72,7 +72,14 @@ def describe(config: CompactIRConfig) -> BaseDescriptor:
     return BaseDescriptor(
         architecture="compactir",
         # A head's index is its position among the sorted names, as CompactIR.forward expects.
-        heads={name: Head(index=i, scale=scale) for i, (name, scale) in enumerate(config.tasks)},
+        # x1 heads mirror one window of their half-resolution body (16 px) around the image: their
+        # zero-padded convolutions left a border up to 55 levels dark under the low-light adapter,
+        # 2.5 with it (docs/training.md, "The low-light checkerboard"). A multiple of the window
+        # keeps the body's windows and 2 x 2 phases where a whole-image pass has them.
+        heads={
+            name: Head(index=i, scale=scale, border=config.size_multiple if scale == 1 else 0)
+            for i, (name, scale) in enumerate(config.tasks)
+        },
         pixel_range=1.0,
         min_size=1,
         size_multiple=config.size_multiple,
