@@ -226,8 +226,8 @@ def loop_settings(values: Mapping[str, Any]) -> LoopSettings:
     return LoopSettings(
         steps=steps, batch=values["batch"], patch=values["patch"], lr=float(values["lr"]),
         schedule=Schedule(values["schedule"], steps, warmup), weight_decay=float(values["weight_decay"]),
-        grad_clip=float(values["grad_clip"]), phase_loss=float(values["phase_loss"]), seed=values["seed"], val_every=values["val_every"],
-        checkpoint_every=values["checkpoint_every"], precision=values["precision"],
+        grad_clip=float(values["grad_clip"]), phase_loss=float(values["phase_loss"]), seed=values["seed"],
+        val_every=values["val_every"], checkpoint_every=values["checkpoint_every"], precision=values["precision"],
         workers=default_workers() if values["workers"] is None else values["workers"],
     )
 

@@ -3,10 +3,14 @@
 # trained with `adaptir finetune` on the frozen CompactIR default base, for the tasks the base was
 # not pre-trained on, and for light rain, where the adapter beats the bare derain head on Rain100L
 # (docs/benchmarks.md), on the CPU. Their logs land in experiments/default/logs/.
-# Usage: experiments/default/adapters.sh [OUTPUT_DIR] [TASK...]   (ADAPTIR_SHARED: the shared data folder)
+# Usage: experiments/default/adapters.sh [OUTPUT_DIR] [TASK...]   (ADAPTIR_SHARED: the shared data folder;
+# BASE: the frozen base, a name or a file, compactir-default unless set - the x1 campaign's base
+# is retrained this way: BASE=experiments/default/work/compactir-x1.safetensors)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data="${ADAPTIR_SHARED:-../shared}/data"
+base="${BASE:-compactir-default}"
+name="$(basename "${base%.safetensors}")"
 out="${1:-adaptir_cli/weights/bundled}"
 shift || true
 logs=experiments/default/logs
@@ -20,9 +24,9 @@ plan=("lr4-noise30 2000 24 0" "lr4-jpeg30 1000 24 0" "lowlight 1000 32 8" "derai
 for entry in "${plan[@]}"; do
     read -r task steps patch phase <<< "$entry"
     if [ $# -gt 0 ] && [[ " $* " != *" $task "* ]]; then continue; fi
-    adaptir finetune --base compactir-default --task "$task" --gt "$data/train/BSD400" --exclude "$exclude" \
+    adaptir finetune --base "$base" --task "$task" --gt "$data/train/BSD400" --exclude "$exclude" \
         --method adaptir --hidden 16 --steps "$steps" --batch 8 --patch "$patch" --lr 5e-4 --phase-loss "$phase" --seed 0 \
         --val-fraction 0.02 --val-crop 48 --val-every 500 --checkpoint-every 250 --device cpu --workers 1 \
-        --quiet --out "$out/compactir-default-$task.safetensors"
-    mv "$out/compactir-default-$task.json" "$logs/"
+        --quiet --out "$out/$name-$task.safetensors"
+    mv "$out/$name-$task.json" "$logs/"
 done
