@@ -11,7 +11,7 @@ from adaptir_cli.data.degradations import DEGRADATIONS, blind_denoise
 from adaptir_cli.training.sampling import grey_pixels
 
 # Reference draws replayed exactly: the same numbers up to float rounding of the arithmetic.
-EXACT = {"denoise", "denoise15", "denoise25", "denoise30", "denoise50", "lowlight", "derain", "derain-heavy"}
+EXACT = {"denoise", "denoise15", "denoise25", "denoise30", "denoise50", "lowlight", "derain", "derain-varied", "derain-heavy"}
 
 
 def _crops(count: int, side: int, seed: int = 0) -> np.ndarray:

@@ -26,7 +26,9 @@ from adaptir_cli.data.degradations import (
 )
 from adaptir_cli.tasks import TASKS, UnknownTaskError
 
-RANDOM = {"denoise15", "denoise25", "denoise30", "denoise50", "lr4-noise30", "derain", "derain-heavy", "lowlight"}
+RANDOM = {
+    "denoise15", "denoise25", "denoise30", "denoise50", "lr4-noise30", "derain", "derain-varied", "derain-heavy", "lowlight",
+}
 
 
 def _image(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
@@ -166,6 +168,19 @@ def test_rain_only_brightens_and_heavy_adds_more_than_light() -> None:
             assert np.all(out >= img - 1e-6)
         added[task] = float(np.mean([out.mean() - img.mean() for out in outs]))
     assert 0 < added["derain"] < added["derain-heavy"]
+
+
+def test_varied_rain_leans_further_than_light_and_adds_less_than_heavy() -> None:
+    """derain-varied spreads streak angles to +-35 degrees (light rain stays near vertical) and
+    its amount lies between light and heavy rain."""
+    black = np.zeros((128, 128, 3), dtype=np.float32)
+    lean, added = {}, {}
+    for name in ("derain", "derain-varied", "derain-heavy"):
+        layers = [DEGRADATIONS[name](black, np.random.default_rng(seed))[..., 0] for seed in range(40)]
+        lean[name] = np.percentile([abs(_streak_orientation(layer)[0]) for layer in layers], 90)
+        added[name] = np.mean(layers)
+    assert lean["derain"] < 12 < 24 < lean["derain-varied"]
+    assert added["derain"] < added["derain-varied"] < added["derain-heavy"]
 
 
 def test_darken_lowers_the_mean() -> None:

@@ -157,6 +157,7 @@ BATCHED: dict[str, BatchApply] = {
     "lr4-noise30": _sr(4, fixed_noise(30.0)),
     "lr4-jpeg30": _sr(4, _jpeg(30)),
     "derain": rain("light"),
+    "derain-varied": rain("varied"),
     "derain-heavy": rain("heavy"),
     "lowlight": low_light,
     **{f"jpeg{quality}": _jpeg(quality) for quality in (10, 20, 30, 40)},
