@@ -88,13 +88,12 @@ def lr4_jpeg30(img: np.ndarray) -> np.ndarray:
 # but not the shape: its streaks are near vertical and thin, while Rain100L's lean -21 / +21
 # degrees (5th / 95th percentile over images) and are 2.45 px wide (all 100 pairs, Y residual,
 # `experiments/default/rain_shape.py`). A derain adapter transfers best when trained on rain more
-# varied and stronger than the test set's, not matched to it: on one base (the x1 campaign at
-# step 28,000; 1,000 adapter steps) Rain100L scores 27.64 dB bare, 28.31 with a preset matched to
-# Rain100L's shape and amount, 28.78 with "heavy", 28.95 with a broad one and 29.10 with
-# "varied" (docs/training.md). "varied" draws angles to +-35 degrees and widths to 3.5 px for
-# inputs of about 21.6 dB on those backgrounds. "light" stays what `derain` means, because the
-# CompactIR bases were pre-trained on it and must stay reproducible. "heavy" aims at Rain100H's
-# inputs, about 13.5 dB, which are not here to measure: about 14 dB on those backgrounds.
+# varied and stronger than the test set's, not matched to it (docs/training.md: 29.10 dB on
+# Rain100L with "varied", 28.31 with a preset matched to Rain100L): "varied" draws angles to +-35
+# degrees and widths to 3.5 px, for inputs of about 21.6 dB on those backgrounds. "light" stays
+# what `derain` means, because the CompactIR bases were pre-trained on it and must stay
+# reproducible. "heavy" aims at Rain100H's inputs, about 13.5 dB, which are not here to measure:
+# about 14 dB on those backgrounds.
 RAIN_PRESETS: dict[str, ParamRanges] = {
     "light": {
         "density": (0.002, 0.006),
