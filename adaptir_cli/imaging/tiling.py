@@ -140,6 +140,13 @@ def crop_to_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 RegionSink = Callable[[int, int, torch.Tensor], None]
 
 
+def _padded_shape(height: int, width: int, *, border: int, min_size: int, fixed_size: int | None) -> tuple[int, int]:
+    """The side lengths `run_tiled` cuts into: the image grown by `border` on every side, then
+    padded up to `min_size` (and to `fixed_size` for a fixed-input model)."""
+    least = max(min_size, fixed_size or 0)
+    return max(height + 2 * border, least), max(width + 2 * border, least)
+
+
 def tile_boxes(
     height: int,
     width: int,
@@ -154,12 +161,11 @@ def tile_boxes(
     """The tiles `run_tiled` cuts a `height` x `width` image into, with the same arguments: a
     caller can size the tile batch before the run (boxes lie in the image grown by `border` on
     every side and padded to `min_size`)."""
-    height, width = height + 2 * border, width + 2 * border
+    padded_height, padded_width = _padded_shape(height, width, border=border, min_size=min_size, fixed_size=fixed_size)
     if fixed_size is not None:
-        tile, min_size, multiple = fixed_size, max(min_size, fixed_size), 1
+        tile, multiple = fixed_size, 1
     elif tile > 0:
         tile = max(tile, min_size)
-    padded_height, padded_width = max(height, min_size), max(width, min_size)
     if tile <= 0 or (tile >= padded_height and tile >= padded_width):
         return [Tile(0, 0, padded_height, padded_width)]
     return plan_tiles(padded_height, padded_width, tile, overlap, multiple)
@@ -203,9 +209,8 @@ def run_tiled(
     height, width = image.shape[-2:]
     tiles = tile_boxes(height, width, tile=tile, overlap=overlap, multiple=multiple, fixed_size=fixed_size,
                        min_size=min_size, border=border)
-    grown = mirror_border(image, border)
-    padded = pad_to_size(grown, max(grown.shape[-2], min_size, fixed_size or 0),
-                         max(grown.shape[-1], min_size, fixed_size or 0))
+    padded = pad_to_size(mirror_border(image, border),
+                         *_padded_shape(height, width, border=border, min_size=min_size, fixed_size=fixed_size))
 
     result: list[torch.Tensor] = []
     if sink is None:
