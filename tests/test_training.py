@@ -6,6 +6,7 @@ a few generated images; the real BSD400 is only used to check its Rain100L exclu
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from adaptir_cli.adapters.lora import LoRAConfig
 from adaptir_cli.bases import LoadedBase, load_base_file
 from adaptir_cli.bases.ipt import IPT, TINY_CONFIG, official_state_dict
 from adaptir_cli.cli.app import app
+from adaptir_cli.cli.pretrain import parse_tasks
 from adaptir_cli.training.checkpoint import (
     Checkpoint,
     History,
@@ -55,6 +57,8 @@ from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData, t
 from adaptir_cli.bases.loading import tensor_digest
 from adaptir_cli.training.finetune import base_state, finetune, finetune_config
 from adaptir_cli.training.loop import LoopSettings, TrainingInterrupted
+from adaptir_cli.training.pretrain import compactir_config
+from adaptir_cli.training.pretrain import pretrain as run_pretrain
 from adaptir_cli.training.schedule import Schedule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -422,6 +426,37 @@ def test_pretrain_command_writes_a_base_that_loads_and_runs_every_head(clean_dir
     data = DataOptions(gt=clean_dir, val_fraction=0.25, val_crop=16)
     outcome = finetune(str(out), "lowlight", adapter, data, _settings(2, patch=16), device="cpu", show_progress=False)
     assert read_adapter(adapter).base_sha256 == base.sha256 and outcome.result.final_validation["lowlight"]["psnr"] > 0
+
+
+def test_a_pretrain_head_can_train_on_another_degradation_and_its_checkpoint_remembers(
+    clean_dir: Path, tmp_path: Path
+) -> None:
+    assert parse_tasks(" denoise, derain = derain-varied,") == (["denoise", "derain"], {"derain": "derain-varied"})
+    with pytest.raises(ValueError, match="'derain=' is not TASK or TASK=DEGRADATION"):
+        parse_tasks("denoise,derain=")
+    out = tmp_path / "x1.safetensors"
+    config = compactir_config(["denoise", "derain"], dim=12, blocks=2, heads=2, window=4)
+    data = DataOptions(gt=clean_dir, val_fraction=0.25, val_crop=16)
+    settings = _settings(4, patch=16, checkpoint_every=2)
+    varied = {"derain": "derain-varied"}
+
+    def crash(done: int) -> None:
+        if done == 3:
+            raise RuntimeError("killed")
+
+    run = functools.partial(run_pretrain, config, out, data, settings, device="cpu", show_progress=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(degradations=varied, on_step=crash)
+    identity = load_checkpoint(checkpoint_path(out)).identity
+    assert identity["degradations"] == {"denoise": "denoise", "derain": "derain-varied"}
+    with pytest.raises(ResumeError, match="degradations: checkpoint"):
+        run(resume=True)  # the heads' own degradations are another run
+    run(degradations=varied, resume=True)
+    assert json.loads(out.with_suffix(".json").read_text())["summary"]["degradations"]["derain"] == "derain-varied"
+    with pytest.raises(DataError, match="derain-varied is x1 but task sr2 is x2"):
+        run_pretrain(compactir_config(["sr2"]), out, data, settings, degradations={"sr2": "derain-varied"})
+    with pytest.raises(DataError, match="given for sr2, which is not among the tasks denoise,derain"):
+        run(degradations={"sr2": "sr2"})
 
 
 def test_finetune_command_writes_an_adapter_that_restore_accepts(

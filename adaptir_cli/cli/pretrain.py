@@ -29,10 +29,28 @@ Examples:
 
   adaptir pretrain --gt BSD400/ --tasks denoise,derain --refine 16 --grey-share 0.25 --out x1.safetensors
 
+  adaptir pretrain --gt BSD400/ --tasks denoise,derain=derain-varied --out x1.safetensors
+
   torchrun --nproc-per-node 8 -m adaptir_cli pretrain --gt DF2K/ --batch 8 --out base.safetensors
 
 Default tasks: {DEFAULT_TASKS} (denoise is blind, sigma 0-55; derain uses synthetic light rain).
+TASK=DEGRADATION trains that head on another synthetic degradation of its scale (adaptir finetune
+--help lists them).
 """
+
+
+def parse_tasks(text: str) -> tuple[list[str], dict[str, str]]:
+    """`--tasks` "denoise,derain=derain-varied" as the tasks in order and the degradations given."""
+    tasks: list[str] = []
+    degradations: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        task, sep, degradation = (piece.strip() for piece in entry.partition("="))
+        if sep and not (task and degradation):
+            raise ValueError(f"--tasks entry {entry!r} is not TASK or TASK=DEGRADATION")
+        tasks.append(task)
+        if degradation:
+            degradations[task] = degradation
+    return tasks, degradations
 
 
 def pretrain(
@@ -41,7 +59,9 @@ def pretrain(
         ..., "--out", "-o", help="Base file to write (.safetensors); its JSON log goes beside it.", metavar="FILE",
     ),
     tasks: str = typer.Option(
-        DEFAULT_TASKS, "--tasks", help="Comma-separated tasks, one head and tail each.", metavar="TASK,...",
+        DEFAULT_TASKS, "--tasks", metavar="TASK[=DEGRADATION],...",
+        help="Comma-separated tasks, one head and tail each; TASK=DEGRADATION trains that head on another "
+        "synthetic degradation (derain=derain-varied).",
     ),
     arch: str = typer.Option("compactir", "--arch", help="Architecture to build (compactir).", metavar="ARCH"),
     dim: Optional[int] = typer.Option(
@@ -94,9 +114,9 @@ def pretrain(
     if arch not in ARCHITECTURES:
         opt.usage_failure(ValueError(f"unknown --arch {arch!r}; pre-training builds: {', '.join(ARCHITECTURES)}"))
     try:
+        names, degradations = parse_tasks(tasks)
         config = compactir_config(
-            [name.strip() for name in tasks.split(",") if name.strip()],
-            dim=dim, blocks=blocks, heads=attention_heads, window=window, mlp_ratio=mlp_ratio, refine=refine,
+            names, dim=dim, blocks=blocks, heads=attention_heads, window=window, mlp_ratio=mlp_ratio, refine=refine,
         )
     except (KeyError, ValueError) as error:
         opt.usage_failure(error)
@@ -108,7 +128,7 @@ def pretrain(
     data = DataOptions(gt=gt, exclude=exclude, val_gt=val_gt, val_fraction=val_fraction, val_crop=val_crop)
     with opt.reported_training_errors():
         outcome = run_pretrain(config, out, data, settings, device=device, resume=resume, console=stderr,
-                               show_progress=not quiet, grey_share=grey_share)
+                               show_progress=not quiet, grey_share=grey_share, degradations=degradations)
     if outcome.main:
         opt.report_outcome("base", outcome.base, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
                            tasks=config.head_names)

@@ -22,11 +22,15 @@ def degradation_for(options: DataOptions, task: str) -> str | None:
         if options.degradation is not None:
             raise DataError("give either --lq (your own inputs) or --degradation (synthetic ones), not both")
         return None
-    name = options.degradation or task
+    return synthetic_degradation(options.degradation or task, task)
+
+
+def synthetic_degradation(name: str, task: str) -> str:
+    """`name`, checked to be a synthetic degradation of `task`'s scale."""
     if name not in degradation_names():
         raise DataError(
-            f"no synthetic degradation is named {name!r}; pass --lq DIR with your own inputs or "
-            f"--degradation with one of: {', '.join(degradation_names())}"
+            f"no synthetic degradation is named {name!r}; name one of {', '.join(degradation_names())}, "
+            "or pass --lq DIR with your own inputs"
         )
     scale = get_task(task).scale
     if training_degradation(name).scale != scale:

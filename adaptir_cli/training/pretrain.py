@@ -2,14 +2,15 @@
 
 As IPT was pre-trained: one shared body, one head and tail per task, and one task drawn per step
 (the same in every process), so the body learns what the tasks share. Every task's inputs are
-synthesised on the fly from the same clean images (`denoise` is blind: sigma 0-55 per sample;
-`derain` uses the synthetic light rain). Same data, loop, checkpoints and progress as finetune.
+synthesised on the fly from the same clean images (by default the task's own degradation:
+`denoise` is blind, sigma 0-55 per sample; `derain` uses the synthetic light rain). Same data, loop, checkpoints and progress as finetune.
 The output is a base `.safetensors` file that `adaptir_cli.bases.load_base_file` loads, plus
 the JSON log beside it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from adaptir_cli.training.base_file import save_base
 from adaptir_cli.training.checkpoint import checkpoint_path, log_path, write_json
 from adaptir_cli.training.data import DataError, DataOptions, check_sizes, prepare_images
 from adaptir_cli.distributed import Distributed, barrier, setup, shutdown
-from adaptir_cli.training.inputs import check_patch, degradation_for, task_data
+from adaptir_cli.training.inputs import check_patch, synthetic_degradation, task_data
 from adaptir_cli.training.loop import LoopSettings, StepCallback, Trainee, TrainResult, train
 
 # Architectures `adaptir pretrain --arch` can build from scratch.
@@ -59,14 +60,17 @@ def pretrain(
     show_progress: bool = True,
     on_step: StepCallback | None = None,
     grey_share: float = 0.0,
+    degradations: Mapping[str, str] | None = None,
 ) -> PretrainOutcome:
     """Train a CompactIR base with `config` (one head per task: `compactir_config`) from scratch;
     write it to `out` (+ `out`.json). Checkpointing, resuming and torchrun behave as in `finetune`.
-    `grey_share` of the samples are made grey, with grey noise.
+    `grey_share` of the samples are made grey, with grey noise. `degradations` maps a task to the
+    synthetic degradation its head trains on instead of its own (derain -> derain-varied).
     """
     context = setup(device)
     try:
-        return _pretrain(config, Path(out), data, settings, context, resume, console, show_progress, on_step, grey_share)
+        return _pretrain(config, Path(out), data, settings, context, resume, console, show_progress, on_step,
+                         grey_share, dict(degradations or {}))
     finally:
         shutdown(context)
 
@@ -74,13 +78,16 @@ def pretrain(
 def _pretrain(
     config: CompactIRConfig, out: Path, data: DataOptions, settings: LoopSettings, context: Distributed,
     resume: bool, console: Console | None, show_progress: bool, on_step: StepCallback | None, grey_share: float,
+    chosen: dict[str, str],
 ) -> PretrainOutcome:
     tasks = config.head_names
     if data.lq is not None or data.degradation is not None:
         raise DataError("pre-training synthesises every task's inputs from clean images: give --gt only")
+    if unknown := sorted(set(chosen) - set(tasks)):
+        raise DataError(f"a degradation is given for {', '.join(unknown)}, which is not among the tasks {','.join(tasks)}")
     descriptor = describe(config)
     check_patch("compactir", descriptor, settings.patch)
-    degradations = {task: degradation_for(data, task) for task in tasks}
+    degradations = {task: synthetic_degradation(chosen.get(task, task), task) for task in tasks}
     prepared = prepare_images(data, False, settings.seed, settings.workers)
     check_sizes(prepared.train, max(get_task(task).scale for task in tasks), settings.patch)
     task_inputs = [
@@ -102,6 +109,9 @@ def _pretrain(
     model_config = asdict(config)
     identity = {"command": "pretrain", "arch": "compactir", "config": model_config, "data": data.to_json(),
                 "images": prepared.train.names, "grey_share": grey_share}
+    if any(name != task for task, name in degradations.items()):
+        # Only then: runs on the tasks' own degradations, as all were before the option, keep their identity.
+        identity["degradations"] = degradations
     checkpoint = checkpoint_path(out)
     result = train(
         trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
