@@ -6,6 +6,7 @@ a few generated images; the real BSD400 is only used to check its Rain100L exclu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -57,7 +58,7 @@ from adaptir_cli.training.sampling import BatchSampler, BatchStream, TaskData, t
 from adaptir_cli.bases.loading import tensor_digest
 from adaptir_cli.training.finetune import base_state, finetune, finetune_config
 from adaptir_cli.training.loop import LoopSettings, TrainingInterrupted
-from adaptir_cli.training.pretrain import compactir_config
+from adaptir_cli.training.pretrain import compactir_config, init_config
 from adaptir_cli.training.pretrain import pretrain as run_pretrain
 from adaptir_cli.training.schedule import Schedule
 
@@ -453,6 +454,20 @@ def test_a_pretrain_head_can_train_on_another_degradation_and_its_checkpoint_rem
         run(resume=True)  # the heads' own degradations are another run
     run(degradations=varied, resume=True)
     assert json.loads(out.with_suffix(".json").read_text())["summary"]["degradations"]["derain"] == "derain-varied"
+
+    # A further stage starts from that file: at a negligible rate its weights come out as they went in.
+    assert init_config(out) == config and init_config(out, ["derain", "denoise"], dim=12) == config
+    with pytest.raises(DataError, match="has the heads denoise,derain: --tasks must name these"):
+        init_config(out, ["denoise"])
+    shaped = runner.invoke(app, ["pretrain", "--gt", str(clean_dir), "--init", str(out), "--dim", "16", "--out", "x"])
+    assert shaped.exit_code == 2 and "is shaped dim=12: leave the size options out" in " ".join(shaped.output.split())
+    second = tmp_path / "stage2.safetensors"
+    run_pretrain(config, second, data, dataclasses.replace(_settings(2, patch=16), lr=1e-12), device="cpu",
+                 show_progress=False, init=out)
+    assert load_file(second).keys() == load_file(out).keys()
+    assert all(torch.allclose(tensor, load_file(out)[key], atol=1e-8) for key, tensor in load_file(second).items())
+    summary = json.loads(second.with_suffix(".json").read_text())["summary"]
+    assert summary["init"]["sha256"] == load_base_file(out).sha256 and summary["degradations"] == {"denoise": "denoise", "derain": "derain"}
     with pytest.raises(DataError, match="derain-varied is x1 but task sr2 is x2"):
         run_pretrain(compactir_config(["sr2"]), out, data, settings, degradations={"sr2": "derain-varied"})
     with pytest.raises(DataError, match="given for sr2, which is not among the tasks denoise,derain"):

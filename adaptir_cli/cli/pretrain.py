@@ -12,7 +12,7 @@ from adaptir_cli.bases.compactir import DEFAULT_TASKS as COMPACTIR_TASKS
 from adaptir_cli.cli.common import stderr
 from adaptir_cli.training.data import DataOptions
 from adaptir_cli.training.loop import PRETRAIN_LR
-from adaptir_cli.training.pretrain import ARCHITECTURES, compactir_config
+from adaptir_cli.training.pretrain import ARCHITECTURES, compactir_config, init_config
 from adaptir_cli.training.pretrain import pretrain as run_pretrain
 
 # The shipped default base's tasks (issue 4).
@@ -30,6 +30,8 @@ Examples:
   adaptir pretrain --gt BSD400/ --tasks denoise,derain --refine 16 --grey-share 0.25 --out x1.safetensors
 
   adaptir pretrain --gt BSD400/ --tasks denoise,derain=derain-varied --out x1.safetensors
+
+  adaptir pretrain --gt BSD400/ --init x1.safetensors --tasks denoise,derain=derain-varied --lr 1e-4 --out x1b.safetensors
 
   torchrun --nproc-per-node 8 -m adaptir_cli pretrain --gt DF2K/ --batch 8 --out base.safetensors
 
@@ -58,10 +60,15 @@ def pretrain(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Base file to write (.safetensors); its JSON log goes beside it.", metavar="FILE",
     ),
-    tasks: str = typer.Option(
-        DEFAULT_TASKS, "--tasks", metavar="TASK[=DEGRADATION],...",
-        help="Comma-separated tasks, one head and tail each; TASK=DEGRADATION trains that head on another "
-        "synthetic degradation (derain=derain-varied).",
+    tasks: Optional[str] = typer.Option(
+        None, "--tasks", metavar="TASK[=DEGRADATION],...", show_default=False,
+        help=f"Comma-separated tasks, one head and tail each (default {DEFAULT_TASKS}; with --init, its heads); "
+        "TASK=DEGRADATION trains that head on another synthetic degradation (derain=derain-varied).",
+    ),
+    init: Optional[Path] = typer.Option(
+        None, "--init", metavar="FILE", exists=True, dir_okay=False,
+        help="Start from this CompactIR base's weights, shape and heads instead of random weights: a further "
+        "stage, e.g. a head on another degradation at a lower --lr.",
     ),
     arch: str = typer.Option("compactir", "--arch", help="Architecture to build (compactir).", metavar="ARCH"),
     dim: Optional[int] = typer.Option(
@@ -114,10 +121,12 @@ def pretrain(
     if arch not in ARCHITECTURES:
         opt.usage_failure(ValueError(f"unknown --arch {arch!r}; pre-training builds: {', '.join(ARCHITECTURES)}"))
     try:
-        names, degradations = parse_tasks(tasks)
-        config = compactir_config(
-            names, dim=dim, blocks=blocks, heads=attention_heads, window=window, mlp_ratio=mlp_ratio, refine=refine,
-        )
+        names, degradations = parse_tasks(tasks) if tasks is not None else (None, {})
+        sizes = dict(dim=dim, blocks=blocks, heads=attention_heads, window=window, mlp_ratio=mlp_ratio, refine=refine)
+        if init is not None:
+            config = init_config(init, names, **sizes)
+        else:
+            config = compactir_config(names or DEFAULT_TASKS.split(","), **sizes)
     except (KeyError, ValueError) as error:
         opt.usage_failure(error)
     settings = opt.loop_settings(
@@ -128,7 +137,8 @@ def pretrain(
     data = DataOptions(gt=gt, exclude=exclude, val_gt=val_gt, val_fraction=val_fraction, val_crop=val_crop)
     with opt.reported_training_errors():
         outcome = run_pretrain(config, out, data, settings, device=device, resume=resume, console=stderr,
-                               show_progress=not quiet, grey_share=grey_share, degradations=degradations)
+                               show_progress=not quiet, grey_share=grey_share, degradations=degradations,
+                               init=init)
     if outcome.main:
         opt.report_outcome("base", outcome.base, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
                            tasks=config.head_names)

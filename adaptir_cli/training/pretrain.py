@@ -4,8 +4,9 @@ As IPT was pre-trained: one shared body, one head and tail per task, and one tas
 (the same in every process), so the body learns what the tasks share. Every task's inputs are
 synthesised on the fly from the same clean images (by default the task's own degradation:
 `denoise` is blind, sigma 0-55 per sample; `derain` uses the synthetic light rain). Same data, loop, checkpoints and progress as finetune.
-The output is a base `.safetensors` file that `adaptir_cli.bases.load_base_file` loads, plus
-the JSON log beside it.
+A further stage starts from a base file instead of random weights (`init`: e.g. one head on
+another degradation, at a lower rate). The output is a base `.safetensors` file that
+`adaptir_cli.bases.load_base_file` loads, plus the JSON log beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from adaptir_cli.bases import LoadedBase, load_base_file
 from adaptir_cli.bases.compactir import CompactIRConfig, build_compactir, describe
 from adaptir_cli.tasks import get_task
 from adaptir_cli.training.base_file import save_base
@@ -48,6 +50,29 @@ def compactir_config(tasks: list[str], **sizes: int | None) -> CompactIRConfig:
     return CompactIRConfig(tasks=tuple((task, get_task(task).scale) for task in tasks), **chosen)
 
 
+def init_config(init: Path, tasks: list[str] | None = None, **sizes: int | None) -> CompactIRConfig:
+    """The config of the CompactIR base file `init` that a further stage of pre-training starts
+    from. `tasks` (default: its heads) and any size option given must agree with the file."""
+    start = _init_base(init)
+    config = start.module.config
+    if tasks is not None and sorted(tasks) != config.head_names:
+        raise DataError(f"{init} has the heads {','.join(config.head_names)}: --tasks must name these")
+    chosen = {name: value for name, value in sizes.items() if value is not None}
+    if differing := sorted(name for name, value in chosen.items() if getattr(config, name) != value):
+        raise DataError(
+            f"{init} is shaped {', '.join(f'{name}={getattr(config, name)}' for name in differing)}: "
+            "leave the size options out when starting from a file"
+        )
+    return config
+
+
+def _init_base(init: Path) -> LoadedBase:
+    start = load_base_file(Path(init))
+    if start.descriptor.architecture != "compactir":
+        raise DataError(f"{init} is a {start.descriptor.architecture} base; pre-training continues CompactIR bases only")
+    return start
+
+
 def pretrain(
     config: CompactIRConfig,
     out: Path,
@@ -61,16 +86,18 @@ def pretrain(
     on_step: StepCallback | None = None,
     grey_share: float = 0.0,
     degradations: Mapping[str, str] | None = None,
+    init: Path | None = None,
 ) -> PretrainOutcome:
     """Train a CompactIR base with `config` (one head per task: `compactir_config`) from scratch;
     write it to `out` (+ `out`.json). Checkpointing, resuming and torchrun behave as in `finetune`.
     `grey_share` of the samples are made grey, with grey noise. `degradations` maps a task to the
-    synthetic degradation its head trains on instead of its own (derain -> derain-varied).
+    synthetic degradation its head trains on instead of its own (derain -> derain-varied). `init`
+    starts from that CompactIR base file's weights instead of random ones (its config: `init_config`).
     """
     context = setup(device)
     try:
         return _pretrain(config, Path(out), data, settings, context, resume, console, show_progress, on_step,
-                         grey_share, dict(degradations or {}))
+                         grey_share, dict(degradations or {}), init)
     finally:
         shutdown(context)
 
@@ -78,7 +105,7 @@ def pretrain(
 def _pretrain(
     config: CompactIRConfig, out: Path, data: DataOptions, settings: LoopSettings, context: Distributed,
     resume: bool, console: Console | None, show_progress: bool, on_step: StepCallback | None, grey_share: float,
-    chosen: dict[str, str],
+    chosen: dict[str, str], init: Path | None,
 ) -> PretrainOutcome:
     tasks = config.head_names
     if data.lq is not None or data.degradation is not None:
@@ -96,6 +123,12 @@ def _pretrain(
     ]
     torch.manual_seed(settings.seed)  # the initial weights; DDP also copies rank 0's to all
     module = build_compactir(config)
+    start = None
+    if init is not None:
+        start = _init_base(init)
+        if start.module.config != config:
+            raise DataError(f"{init} is not shaped as the base to train ({config}); take the config from init_config")
+        module.load_state_dict(start.module.state_dict(), strict=True)
     trainee = Trainee(
         module=module,
         descriptor=descriptor,
@@ -112,6 +145,8 @@ def _pretrain(
     if any(name != task for task, name in degradations.items()):
         # Only then: runs on the tasks' own degradations, as all were before the option, keep their identity.
         identity["degradations"] = degradations
+    if start is not None:
+        identity["init"] = start.sha256
     checkpoint = checkpoint_path(out)
     result = train(
         trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
@@ -125,6 +160,7 @@ def _pretrain(
         "degradations": degradations,
         "grey_share": grey_share,
         "data": prepared.summary(data),
+        **({"init": {"file": str(init), "sha256": start.sha256}} if start is not None else {}),
     }
     log = log_path(out)
     if context.main:
