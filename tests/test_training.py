@@ -6,7 +6,6 @@ a few generated images; the real BSD400 is only used to check its Rain100L exclu
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -462,12 +461,19 @@ def test_a_pretrain_head_can_train_on_another_degradation_and_its_checkpoint_rem
     shaped = runner.invoke(app, ["pretrain", "--gt", str(clean_dir), "--init", str(out), "--dim", "16", "--out", "x"])
     assert shaped.exit_code == 2 and "is shaped dim=12: leave the size options out" in " ".join(shaped.output.split())
     second = tmp_path / "stage2.safetensors"
-    run_pretrain(config, second, data, dataclasses.replace(_settings(2, patch=16), lr=1e-12), device="cpu",
-                 show_progress=False, init=out)
+    staged = runner.invoke(app, [  # --tasks left out: the file's heads
+        "pretrain", "--gt", str(clean_dir), "--init", str(out), "--out", str(second), "--steps", "2", "--batch", "2",
+        "--patch", "16", "--lr", "1e-12", "--warmup", "1", "--val-fraction", "0.25", "--val-crop", "16",
+        "--device", "cpu", "--workers", "0",
+    ])
+    assert staged.exit_code == 0, staged.output
+    assert "derain validation PSNR: start" in staged.stderr and "(+0.00)" in staged.stderr
     assert load_file(second).keys() == load_file(out).keys()
     assert all(torch.allclose(tensor, load_file(out)[key], atol=1e-8) for key, tensor in load_file(second).items())
     summary = json.loads(second.with_suffix(".json").read_text())["summary"]
-    assert summary["init"]["sha256"] == load_base_file(out).sha256 and summary["degradations"] == {"denoise": "denoise", "derain": "derain"}
+    assert set(summary["start_validation"]) == {"denoise", "derain"}  # what the stage starts from
+    assert summary["init"]["sha256"] == load_base_file(out).sha256
+    assert summary["degradations"] == {"denoise": "denoise", "derain": "derain"}
     with pytest.raises(DataError, match="derain-varied is x1 but task sr2 is x2"):
         run_pretrain(compactir_config(["sr2"]), out, data, settings, degradations={"sr2": "derain-varied"})
     with pytest.raises(DataError, match="given for sr2, which is not among the tasks denoise,derain"):

@@ -134,11 +134,14 @@ def report_outcome(
             f"Wrote {written} ({result.trainable_parameters:,} trained parameters)"
             + (f"; validation {scores}" if scores and not start else ""), highlight=False, soft_wrap=True,
         )
-        for task in final.keys() & start.keys():  # a trained adapter against the bare base it started from
+        # An adapter against the bare base it started from; a further stage of a base against its start.
+        origin = "start" if kind == "base" else "base"
+        for task in sorted(final.keys() & start.keys()):
             before, after = start[task]["psnr"], final[task]["psnr"]
-            stderr.print(f"validation PSNR: base {before:.2f} dB, {kind} {after:.2f} dB ({after - before:+.2f})",
+            named = f"{task} " if kind == "base" else ""
+            stderr.print(f"{named}validation PSNR: {origin} {before:.2f} dB, {kind} {after:.2f} dB ({after - before:+.2f})",
                          highlight=False)
-            if after - before < MIN_GAIN_DB:
+            if kind != "base" and after - before < MIN_GAIN_DB:
                 stderr.print(
                     f"[yellow]Warning:[/] the {kind} does not beat the bare base on the validation images "
                     f"(by {MIN_GAIN_DB} dB or more).\n"

@@ -151,6 +151,7 @@ def _pretrain(
     result = train(
         trainee, settings, context, checkpoint=checkpoint, identity=identity, resume=resume,
         title=f"pretrain {','.join(tasks)}", console=console, show_progress=show_progress, on_step=on_step,
+        validate_start=start is not None,  # a further stage: the log shows what it changed
     )
     summary = {
         **result.summary(settings),
