@@ -31,7 +31,7 @@ Examples:
 
   adaptir pretrain --gt BSD400/ --tasks denoise,derain=derain-varied --out x1.safetensors
 
-  adaptir pretrain --gt BSD400/ --init x1.safetensors --tasks denoise,derain=derain-varied --lr 1e-4 --out x1b.safetensors
+  adaptir pretrain --gt BSD400/ --init x1.safetensors --tasks denoise,derain=derain-varied --lr 5e-5 --out x2.safetensors
 
   torchrun --nproc-per-node 8 -m adaptir_cli pretrain --gt DF2K/ --batch 8 --out base.safetensors
 

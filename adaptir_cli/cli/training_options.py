@@ -139,8 +139,10 @@ def report_outcome(
         for task in sorted(final.keys() & start.keys()):
             before, after = start[task]["psnr"], final[task]["psnr"]
             named = f"{task} " if kind == "base" else ""
-            stderr.print(f"{named}validation PSNR: {origin} {before:.2f} dB, {kind} {after:.2f} dB ({after - before:+.2f})",
-                         highlight=False)
+            stderr.print(
+                f"{named}validation PSNR: {origin} {before:.2f} dB, {kind} {after:.2f} dB ({after - before:+.2f})",
+                highlight=False,
+            )
             if kind != "base" and after - before < MIN_GAIN_DB:
                 stderr.print(
                     f"[yellow]Warning:[/] the {kind} does not beat the bare base on the validation images "

@@ -3,8 +3,8 @@
 As IPT was pre-trained: one shared body, one head and tail per task, and one task drawn per step
 (the same in every process), so the body learns what the tasks share. Every task's inputs are
 synthesised on the fly from the same clean images (by default the task's own degradation:
-`denoise` is blind, sigma 0-55 per sample; `derain` uses the synthetic light rain). Same data, loop, checkpoints and progress as finetune.
-A further stage starts from a base file instead of random weights (`init`: e.g. one head on
+`denoise` is blind, sigma 0-55 per sample; `derain` uses the synthetic light rain). Same data,
+loop, checkpoints and progress as finetune. A further stage starts from a base file instead of random weights (`init`: e.g. one head on
 another degradation, at a lower rate). The output is a base `.safetensors` file that
 `adaptir_cli.bases.load_base_file` loads, plus the JSON log beside it.
 """
@@ -69,7 +69,9 @@ def init_config(init: Path, tasks: list[str] | None = None, **sizes: int | None)
 def _init_base(init: Path) -> LoadedBase:
     start = load_base_file(Path(init))
     if start.descriptor.architecture != "compactir":
-        raise DataError(f"{init} is a {start.descriptor.architecture} base; pre-training continues CompactIR bases only")
+        raise DataError(
+            f"{init} is a {start.descriptor.architecture} base; pre-training continues CompactIR bases only"
+        )
     return start
 
 
@@ -111,7 +113,13 @@ def _pretrain(
     if data.lq is not None or data.degradation is not None:
         raise DataError("pre-training synthesises every task's inputs from clean images: give --gt only")
     if unknown := sorted(set(chosen) - set(tasks)):
-        raise DataError(f"a degradation is given for {', '.join(unknown)}, which is not among the tasks {','.join(tasks)}")
+        raise DataError(
+            f"a degradation is given for {', '.join(unknown)}, which is not among the tasks {','.join(tasks)}"
+        )
+    # The start, before any image is decoded: a wrong file fails at once.
+    start = _init_base(init) if init is not None else None
+    if start is not None and start.module.config != config:
+        raise DataError(f"{init} is not shaped as the base to train ({config}); take the config from init_config")
     descriptor = describe(config)
     check_patch("compactir", descriptor, settings.patch)
     degradations = {task: synthetic_degradation(chosen.get(task, task), task) for task in tasks}
@@ -123,11 +131,7 @@ def _pretrain(
     ]
     torch.manual_seed(settings.seed)  # the initial weights; DDP also copies rank 0's to all
     module = build_compactir(config)
-    start = None
-    if init is not None:
-        start = _init_base(init)
-        if start.module.config != config:
-            raise DataError(f"{init} is not shaped as the base to train ({config}); take the config from init_config")
+    if start is not None:
         module.load_state_dict(start.module.state_dict(), strict=True)
     trainee = Trainee(
         module=module,
