@@ -155,7 +155,7 @@ def test_restore_task_auto_prints_the_choice_and_puts_it_in_json(tmp_path: Path,
     assert "auto: a.png -> lowlight (low light, 100%)" in result.stderr
     images = {Path(image["input"]).name: image for image in json.loads(result.stdout)["images"]}
     assert (images["a.png"]["task"], images["a.png"]["status"], images["a.png"]["auto"]["class"]) == ("lowlight", "ok", "lowlight")
-    assert images["a.png"]["adapter"].endswith("compactir-default-lowlight.safetensors")
+    assert images["a.png"]["adapter"].endswith("compactir-x1-lowlight.safetensors")
     assert (images["b.png"]["task"], "auto" in images["b.png"]) == ("derain", False)
     assert (images["c.png"]["task"], images["c.png"]["status"]) == ("auto", "failed")
 

@@ -271,6 +271,25 @@ def test_one_column_per_adapter(tmp_path: Path, tiny_emt_file: Path, tiny_adapte
     assert columns["tiny_emt_x2"]["psnr"]["y"] != columns["tuned"]["psnr"]["y"]
 
 
+def test_force_runs_an_adapter_trained_on_other_weights_and_marks_its_column(tmp_path: Path, tiny_adapter: Path) -> None:
+    import torch
+
+    from adaptir_cli.bases.emt import EMT, EMTConfig
+
+    torch.manual_seed(5)  # same shape as tiny_emt_file, other weights: the adapter's recorded sha256 differs
+    other = tmp_path / "other_emt_x2.pth"
+    torch.save({"params": EMT(EMTConfig(scale=2, dim=12, groups=1, layers=2, attention_layers=1)).state_dict()}, other)
+    folder = _random_images(tmp_path / "mine", 1, (36, 36, 3))
+    args = ["bench", "--task", "sr2", "--dataset", str(folder), "--base", str(other), "--adapter", str(tiny_adapter), "-q"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "--force" in refused.output
+    forced = runner.invoke(app, [*args, "--adapter", "", "--force", "--json", "-"])
+    assert forced.exit_code == 0, forced.output
+    report = json.loads(forced.stdout)  # only the column that needed --force is marked
+    assert [(m["label"], m["forced"]) for m in report["methods"]] == [("tuned", True), ("other_emt_x2", False)]
+    assert report["datasets"][0]["results"]["tuned"]["psnr"]["y"] > 0
+
+
 def test_the_bare_base_column_of_a_hybrid_task_is_its_head_alone(tmp_path: Path) -> None:
     import torch
 

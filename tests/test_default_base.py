@@ -23,6 +23,7 @@ from adaptir_cli.weights.manifest import BUNDLED_DIR, default_manifest
 from adaptir_cli.weights.resolve import base_for, load_base
 
 REPO = Path(__file__).resolve().parents[1]
+X1_BASE = "compactir-x1"  # the default of the x1 tasks (issue 12)
 runner = CliRunner()
 
 
@@ -36,7 +37,9 @@ def test_every_task_has_a_bundled_default_base() -> None:
     assert {task: manifest.defaults[task] for task in ("sr2", "sr3", "sr4")} == {
         "sr2": "emt-x2", "sr3": "emt-x3", "sr4": "emt-x4",
     }
-    assert all(manifest.defaults[task] == "compactir-default" for task in ("denoise", "derain", "lowlight"))
+    x1_tasks = ("denoise", "denoise30", "denoise50", "derain-heavy", "lowlight")
+    assert all(manifest.defaults[task] == X1_BASE for task in x1_tasks)
+    assert manifest.defaults["derain"] == "compactir-default"  # its derain adapter scores higher on Rain100L
     assert base_for("sr4") == "emt-x4" and base_for("sr4", "lmlt-tiny-x4") == "lmlt-tiny-x4"
 
 
@@ -64,7 +67,9 @@ def test_bundled_published_bases_equal_the_published_files(shared: Path) -> None
         assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours), name
 
 
-SHIPPED_TASKS = {"lr4-noise30", "lr4-jpeg30", "lowlight", "derain-heavy", "derain"}
+# The adapters of the x1 default base, and of the first CompactIR base (kept: --base compactir-default).
+X1_TASKS = {"lowlight", "derain-heavy"}
+FIRST_BASE_TASKS = {"lr4-noise30", "lr4-jpeg30", "lowlight", "derain-heavy", "derain"}
 # The x4 hybrids' defaults: AdaptIR on the published EMT x4 (experiments/emt-x4/adapters.sh).
 EMT_X4_TASKS = {"lr4-noise30", "lr4-jpeg30"}
 
@@ -72,7 +77,9 @@ EMT_X4_TASKS = {"lr4-noise30", "lr4-jpeg30"}
 def test_shipped_adapters_are_bundled_whole_and_fit_their_base() -> None:
     manifest = default_manifest()
     shipped = {(entry.base, entry.task): entry for entry in manifest.adapters.values()}
-    assert {task for base, task in shipped if base == "compactir-default"} == SHIPPED_TASKS
+    assert all(manifest.defaults[task] == X1_BASE for task in X1_TASKS)
+    assert {task for base, task in shipped if base == X1_BASE} == X1_TASKS
+    assert {task for base, task in shipped if base == "compactir-default"} == FIRST_BASE_TASKS
     assert {task for base, task in shipped if base == "emt-x4"} == EMT_X4_TASKS
     assert all(manifest.defaults[task] == "emt-x4" for task in EMT_X4_TASKS)
     everything = [BUNDLED_DIR / name for name in {e.path.name for e in manifest.bases.values() if e.path}]
@@ -107,8 +114,8 @@ def test_restore_picks_the_base_and_shipped_adapter_of_each_task_loading_each_ba
     images = {row["task"]: row for row in summary["images"]}
     assert [row["input"] for row in summary["images"]] == [str(path) for path in inputs]  # the inputs' order
     assert images["sr2"]["base"] == "emt-x2" and images["sr2"]["adapter"] is None
-    assert images["lowlight"]["base"] == "compactir-default"
-    assert Path(images["lowlight"]["adapter"]).name == "compactir-default-lowlight.safetensors"
+    assert images["lowlight"]["base"] == X1_BASE
+    assert Path(images["lowlight"]["adapter"]).name == f"{X1_BASE}-lowlight.safetensors"
     hybrid = default_manifest().adapter_for(default_manifest().defaults["lr4-noise30"], "lr4-noise30")
     assert Path(images["lr4-noise30"]["adapter"]).name == hybrid.path.name
     assert images["lr4-noise30"]["output_size"] == [4 * side for side in images["lr4-noise30"]["input_size"]]
@@ -129,11 +136,11 @@ def test_bench_without_base_scores_what_restore_uses(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "--task", "lowlight", "--dataset", str(folder), "--json", "-", "-q"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["base"]["name"] == "compactir-default"
-    assert [m["label"] for m in report["methods"]] == ["compactir-default-lowlight"]
+    assert report["base"]["name"] == X1_BASE
+    assert [m["label"] for m in report["methods"]] == [f"{X1_BASE}-lowlight"]
     bare = runner.invoke(app, ["bench", "--task", "lowlight", "--dataset", str(folder), "--adapter", "", "--json", "-", "-q"])
     assert bare.exit_code == 0, bare.output  # asked for: the bare base's head alone, beside no adapter
-    assert [(m["label"], m["kind"]) for m in json.loads(bare.stdout)["methods"]] == [("compactir-default", "base")]
+    assert [(m["label"], m["kind"]) for m in json.loads(bare.stdout)["methods"]] == [(X1_BASE, "base")]
     only = runner.invoke(app, ["bench", "--task", "sr2", "--dataset", str(folder), "--baseline-only", "--json", "-", "-q"])
     assert only.exit_code == 0, only.output
     assert [m["label"] for m in json.loads(only.stdout)["methods"]] == ["bicubic"]
@@ -149,7 +156,7 @@ def test_finetune_without_base_trains_on_the_tasks_default(tmp_path: Path) -> No
         "--patch", "16", "--device", "cpu", "--workers", "0", "-q",
     ])
     assert result.exit_code == 0, result.output
-    assert read_adapter(out).base_sha256 == default_manifest().bases["compactir-default"].sha256
+    assert read_adapter(out).base_sha256 == default_manifest().bases[X1_BASE].sha256
 
 
 def test_restore_without_base_beats_bicubic_on_set5(shared: Path, tmp_path: Path) -> None:
@@ -187,19 +194,19 @@ def test_built_wheel_carries_the_bundled_weights_and_licences(tmp_path: Path) ->
 def test_adapter_names_from_models_list_work_in_restore_and_models_info(tmp_path: Path) -> None:
     image = _random_png(tmp_path / "in" / "x.png", (24, 24, 3))
     result = runner.invoke(app, [
-        "restore", str(image), str(tmp_path / "out"), "--task", "derain", "--adapter", "compactir-default-derain",
+        "restore", str(image), str(tmp_path / "out"), "--task", "lowlight", "--adapter", f"{X1_BASE}-lowlight",
         "--json", "-q",
     ])
     assert result.exit_code == 0, result.output
-    shipped = default_manifest().adapters["compactir-default-derain"]
+    shipped = default_manifest().adapters[f"{X1_BASE}-lowlight"]
     assert json.loads(result.stdout)["images"][0]["adapter"] == str(shipped.path)
-    info = runner.invoke(app, ["models", "info", "compactir-default-derain", "--json"])
+    info = runner.invoke(app, ["models", "info", f"{X1_BASE}-lowlight", "--json"])
     assert info.exit_code == 0, info.output
     details = json.loads(info.stdout)
     assert (details["task"], details["method"], details["base"], details["sha256"]) == (
-        "derain", "adaptir", "compactir-default", shipped.sha256,
+        "lowlight", "adaptir", X1_BASE, shipped.sha256,
     )
-    assert details["base_sha256"] == default_manifest().bases["compactir-default"].sha256
+    assert details["base_sha256"] == default_manifest().bases[X1_BASE].sha256
     assert details["training"]["steps"] > 0 and 0 < details["parameters"] < 100_000
 
 
@@ -238,12 +245,12 @@ def test_the_pattern_measure_sees_a_checkerboard_and_not_a_ramp() -> None:
 @pytest.mark.parametrize("task", ["denoise", "lowlight", "derain"])
 @pytest.mark.parametrize("level", [0.03, 0.08, 0.2])
 def test_default_restore_of_a_flat_image_has_no_two_pixel_pattern(task: str, level: float) -> None:
-    from adaptir_cli.api import restore_array
-
     """The x1 heads' half-resolution body leaves each 2 x 2 phase a constant of its own on a flat
     image (the shipped low-light adapter once showed +-8 levels in flat sky), and their zero-padded
     convolutions a dark frame (up to 55 levels under low light): the phase loss trains the first
     away, the mirrored border (`Head.border`) the second."""
+    from adaptir_cli.api import restore_array
+
     flat = np.full((96, 96, 3), level, dtype=np.float32)
     restored = restore_array(flat, task, device="cpu")
     assert _two_pixel_pattern(restored) < 0.5

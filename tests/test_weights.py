@@ -107,7 +107,7 @@ def server() -> Iterator[Server]:
 
 def test_shipped_manifest_lists_every_known_base_completely() -> None:
     manifest = default_manifest()
-    assert set(manifest.bases) == set(SHARED_FILES) | IPT_NAMES | {"compactir-default"}
+    assert set(manifest.bases) == set(SHARED_FILES) | IPT_NAMES | {"compactir-default", "compactir-x1"}
     for entry in manifest.bases.values():
         assert entry.architecture in architectures(), entry.name
         assert entry.license and entry.description and entry.tasks, entry.name

@@ -154,7 +154,10 @@ def _psnr_ssim(result: ContenderResult, channel: Channel) -> str:
 def print_bench(console: Console, result: BenchResult) -> None:
     """The header stating the protocol, a comparison table (one column per method), the details."""
     protocol = result.protocol
-    adapters = [f"{m.label}: {m.path} (sha256 {m.sha256})" for m in result.methods if m.kind == "adapter"]
+    adapters = [
+        f"{m.label}: {m.path} (sha256 {m.sha256}{', forced' if m.forced else ''})"
+        for m in result.methods if m.kind == "adapter"
+    ]
     inputs = protocol.degradation
     paired = [d.name for d in result.datasets if d.paired]
     if paired:

@@ -30,6 +30,7 @@ import torch
 
 from adaptir_cli import __version__
 from adaptir_cli.adapters import AdapterFile, read_adapter
+from adaptir_cli.adapters.errors import AdapterMismatchError
 from adaptir_cli.bases.loading import sha256_file
 from adaptir_cli.bench.protocol import CHANNELS, Channel, Protocol
 from adaptir_cli.data.datasets import BenchImage, Dataset, DatasetError
@@ -57,10 +58,16 @@ class Contender:
     adapter: AdapterFile | None = None
     path: Path | None = None
     sha256: str | None = None
+    forced: bool = False  # run although trained for another task or base weights (--force)
 
     def to_json(self) -> dict[str, object]:
         return {"label": self.label, "kind": self.kind, "adapter": str(self.path) if self.path else None,
-                "sha256": self.sha256}
+                "sha256": self.sha256, "forced": self.forced}
+
+    def select(self, restorer: Restorer, task: str, *, bare: bool | None = None) -> None:
+        """Make `restorer` run this column for `task`; `bare` (default: a "base" column) allows a
+        bare head on a task whose base needs an adapter."""
+        restorer.use(task, self.adapter, bare=self.kind == "base" if bare is None else bare, force=self.forced)
 
 
 @dataclass
@@ -217,6 +224,20 @@ def plan_methods(
     return methods
 
 
+def admit(method: Contender, restorer: Restorer, task: str, *, bare: bool, force: bool) -> Contender:
+    """`method`, checked against the base before any image: an adapter trained for another task or
+    on other base weights is refused, or with `force` returned marked `forced` (the results say so)."""
+    try:
+        method.select(restorer, task, bare=bare)
+        return method
+    except AdapterMismatchError:
+        if not force:
+            raise
+    forced = replace(method, forced=True)
+    forced.select(restorer, task, bare=bare)
+    return forced
+
+
 def check_dataset(dataset: Dataset, protocol: Protocol) -> list[str]:
     """Refuse pair sets made for another task; notes for combinations papers do not report."""
     spec = dataset.spec
@@ -359,7 +380,7 @@ def _run_method(
         upscaled = imresize(lq, scale=protocol.scale) if protocol.scale > 1 else lq
         return to_uint8(upscaled), None
     assert restorer is not None, "model methods are only planned with a restorer"
-    restorer.use(protocol.task, method.adapter, bare=method.kind == "base")
+    method.select(restorer, protocol.task)
     output, stats = restorer.restore(to_tensor(lq), settings)
     return to_uint8(to_numpy(output)), stats.seconds
 
@@ -404,7 +425,7 @@ def run_speed(
     for method in methods:
         if method.kind == "baseline":
             raise BenchError("--speed times the model; drop --baseline")
-        restorer.use(task, method.adapter, bare=method.kind == "base")
+        method.select(restorer, task)
         times = []
         for run in range(warmup + repeats):
             start = time.perf_counter()

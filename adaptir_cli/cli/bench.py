@@ -20,6 +20,7 @@ from adaptir_cli.bench.runner import (
     BenchResult,
     Contender,
     Failure,
+    admit,
     check_dataset,
     merge_results,
     plan_methods,
@@ -88,6 +89,7 @@ def bench(
         "bare base, on lr4-noise30 and the like its head alone). Default: the one restore uses.",
         metavar="NAME|FILE", autocompletion=complete.adapters,
     ),
+    force: bool = run_options.FORCE,
     sigma: Optional[float] = typer.Option(None, help="Noise level (0..255 scale) for --task denoise.", metavar="SIGMA"),
     seed: int = typer.Option(
         0, help="Seed of the noise and synthetic degradations (image i uses seed + i).", metavar="N",
@@ -135,7 +137,9 @@ def bench(
             )
         shape = _parse_size(size)
         restorer, adapters = _model(task, base, adapter, device, precision, settings)
-        methods = _methods(adapters, restorer, baseline=False, scale=chosen.scale, task=task, bare=bool(adapter))
+        methods = _methods(
+            adapters, restorer, baseline=False, scale=chosen.scale, task=task, bare=bool(adapter), force=force,
+        )
         with stderr.status("Timing restore ...", spinner="dots"):
             report = run_speed(restorer, task, methods, shape, repeats=repeats, settings=settings, seed=seed)
         print_speed(_results_console(json_file), report)
@@ -159,6 +163,7 @@ def bench(
     )
     methods = _methods(
         adapters, restorer, baseline=baseline or baseline_only, scale=chosen.scale, task=task, bare=bool(adapter),
+        force=force,
     )
     mine = _run(sets, protocol, degradation, methods, restorer, settings, save_images, size_limit(max_megapixels),
                 quiet or not context.main, context)
@@ -191,21 +196,27 @@ def _model(
 
 def _methods(
     adapters: list[Path | None], restorer: Restorer | None, *, baseline: bool, scale: int, task: str, bare: bool,
+    force: bool = False,
 ) -> list[Contender]:
     """The columns, each checked against the base before the first image. `bare`: an --adapter ''
-    asked for the bare base, which on a task that needs an adapter is its head alone."""
+    asked for the bare base, which on a task that needs an adapter is its head alone. `force`:
+    --force, adapters trained for another task or base run anyway."""
     try:
         methods = plan_methods(adapters, restorer=restorer, baseline=baseline, scale=scale)
     except (AdapterFileError, OSError, BenchError) as error:
         fail_with(error)
+    if restorer is None:
+        return methods
+    admitted = []
     for method in methods:
-        if restorer is not None and method.kind != "baseline":
-            try:
-                restorer.use(task, method.adapter, bare=bare and method.kind == "base")
-            except Exception as error:  # every mismatch (head, scale, adapter base, task) ends the same way
-                message, hint = split_hint(error)
-                fail(f"{method.label}: {message}", hint or "see `adaptir bench --help`")
-    return methods
+        try:
+            admitted.append(method if method.kind == "baseline" else admit(
+                method, restorer, task, bare=bare and method.kind == "base", force=force,
+            ))
+        except Exception as error:  # every mismatch (head, scale, adapter base, task) ends the same way
+            message, hint = split_hint(error)
+            fail(f"{method.label}: {message}", hint or "see `adaptir bench --help`")
+    return admitted
 
 
 def _run(

@@ -90,7 +90,7 @@ def restore(
     ),
     quality: int = typer.Option(DEFAULT_QUALITY, help="JPEG and WebP quality, 1..100.", metavar="N"),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist (default: skip complete ones)."),
-    force: bool = typer.Option(False, help="Load adapters trained on another base, or for another task, anyway."),
+    force: bool = run_options.FORCE,
     max_megapixels: float = run_options.MAX_MEGAPIXELS,
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),

@@ -37,6 +37,7 @@ BATCH = typer.Option(
     None, min=1, metavar="N",
     help="Tiles run together on the device. Default: 1 on a CPU; on CUDA as many as fit in half the free memory (at most 64).",
 )
+FORCE = typer.Option(False, help="Load adapters trained on another base, or for another task, anyway.")
 DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N.", metavar="DEVICE", autocompletion=complete.devices)
 PRECISION = typer.Option(
     "auto", help="auto (bf16 on CUDA where the base allows it), fp32 or bf16.", metavar="PRECISION",

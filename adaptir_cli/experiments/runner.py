@@ -279,7 +279,7 @@ def _bench(
             methods.append(Contender(run.name, "base"))
     for method in methods:  # every mismatch before the first image, not once per image
         try:
-            restorer.use(protocol.task, method.adapter, bare=method.kind == "base")
+            method.select(restorer, protocol.task)
         except Exception as error:
             raise ExperimentError(f"{method.label} cannot run on {base.name}: {error}") from None
     progress = Progress(
