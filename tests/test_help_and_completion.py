@@ -59,7 +59,7 @@ def test_completion_functions_offer_the_names() -> None:
     ("adaptir restore --task derain", ["derain", "derain-heavy"]),
     ("adaptir bench --device c", ["cpu", "cuda"]),
     ("adaptir finetune --precision b", ["bf16"]),
-    ("adaptir restore --base compactir", ["compactir-default"]),
+    ("adaptir restore --base compactir", ["compactir-x1", "compactir-default"]),
     ("adaptir models path emt-x", ["emt-x2", "emt-x3", "emt-x4"]),
 ])
 def test_the_shell_completes_option_values(words: str, expected: list[str]) -> None:
