@@ -59,8 +59,8 @@ hybrids() {
 compactir() {
     local first=(--base compactir-default --baseline)
     bench "${first[@]}" --task denoise --sigma 30 --dataset CBSD68 --json "$out/compactir_denoise30.json"
-    bench "${first[@]}" --task derain --dataset Rain100L --adapter '' --adapter compactir-default-derain \
-        --json "$out/compactir_derain.json"
+    bench "${first[@]}" --task derain --dataset Rain100L --adapter '' --adapter compactir-default-derain-heavy \
+        --adapter compactir-default-derain --force --json "$out/compactir_derain.json"
     bench "${first[@]}" --task lowlight --dataset McMaster --json "$out/compactir_lowlight.json"
     bench "${first[@]}" --task derain-heavy --dataset CBSD68 --json "$out/compactir_derain-heavy.json"
     for task in sr2 sr4; do
