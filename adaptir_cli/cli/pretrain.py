@@ -12,7 +12,7 @@ from adaptir_cli.bases.compactir import DEFAULT_TASKS as COMPACTIR_TASKS
 from adaptir_cli.cli.common import stderr
 from adaptir_cli.training.data import DataOptions
 from adaptir_cli.training.loop import PRETRAIN_LR
-from adaptir_cli.training.pretrain import ARCHITECTURES, compactir_config, init_config
+from adaptir_cli.training.pretrain import ARCHITECTURES, compactir_config, init_config, load_init
 from adaptir_cli.training.pretrain import pretrain as run_pretrain
 
 # The shipped default base's tasks (issue 4).
@@ -123,8 +123,9 @@ def pretrain(
     try:
         names, degradations = parse_tasks(tasks) if tasks is not None else (None, {})
         sizes = dict(dim=dim, blocks=blocks, heads=attention_heads, window=window, mlp_ratio=mlp_ratio, refine=refine)
-        if init is not None:
-            config = init_config(init, names, **sizes)
+        start = load_init(init) if init is not None else None  # read once: checked here, trained from below
+        if start is not None:
+            config = init_config(start, names, **sizes)
         else:
             config = compactir_config(names or DEFAULT_TASKS.split(","), **sizes)
     except (KeyError, ValueError) as error:
@@ -138,7 +139,7 @@ def pretrain(
     with opt.reported_training_errors():
         outcome = run_pretrain(config, out, data, settings, device=device, resume=resume, console=stderr,
                                show_progress=not quiet, grey_share=grey_share, degradations=degradations,
-                               init=init)
+                               init=start)
     if outcome.main:
         opt.report_outcome("base", outcome.base, outcome.log, outcome.result, quiet=quiet, json_out=json_out,
                            tasks=config.head_names)

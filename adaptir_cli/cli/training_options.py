@@ -134,16 +134,17 @@ def report_outcome(
             f"Wrote {written} ({result.trainable_parameters:,} trained parameters)"
             + (f"; validation {scores}" if scores and not start else ""), highlight=False, soft_wrap=True,
         )
-        # An adapter against the bare base it started from; a further stage of a base against its start.
-        origin = "start" if kind == "base" else "base"
+        # An adapter against the bare base it started from (one task); a further stage of a base, per
+        # head, against its start (where a head may lose a little for another's gain: no warning).
+        stage = kind == "base"
         for task in sorted(final.keys() & start.keys()):
             before, after = start[task]["psnr"], final[task]["psnr"]
-            named = f"{task} " if kind == "base" else ""
             stderr.print(
-                f"{named}validation PSNR: {origin} {before:.2f} dB, {kind} {after:.2f} dB ({after - before:+.2f})",
+                f"{task + ' ' if stage else ''}validation PSNR: {'start' if stage else 'base'} {before:.2f} dB, "
+                f"{kind} {after:.2f} dB ({after - before:+.2f})",
                 highlight=False,
             )
-            if kind != "base" and after - before < MIN_GAIN_DB:
+            if not stage and after - before < MIN_GAIN_DB:
                 stderr.print(
                     f"[yellow]Warning:[/] the {kind} does not beat the bare base on the validation images "
                     f"(by {MIN_GAIN_DB} dB or more).\n"
@@ -158,7 +159,6 @@ def report_outcome(
             "best_validation": result.history.best,
             "trainable_parameters": result.trainable_parameters,
         })
-
 
 
 def usage_failure(error: BaseException) -> NoReturn:

@@ -4,8 +4,8 @@ As IPT was pre-trained: one shared body, one head and tail per task, and one tas
 (the same in every process), so the body learns what the tasks share. Every task's inputs are
 synthesised on the fly from the same clean images (by default the task's own degradation:
 `denoise` is blind, sigma 0-55 per sample; `derain` uses the synthetic light rain). Same data,
-loop, checkpoints and progress as finetune. A further stage starts from a base file instead of random weights (`init`: e.g. one head on
-another degradation, at a lower rate). The output is a base `.safetensors` file that
+loop, checkpoints and progress as finetune. A further stage starts from a base file instead of
+random weights (`init`: e.g. one head on another degradation, at a lower rate). The output is a base `.safetensors` file that
 `adaptir_cli.bases.load_base_file` loads, plus the JSON log beside it.
 """
 
@@ -50,27 +50,28 @@ def compactir_config(tasks: list[str], **sizes: int | None) -> CompactIRConfig:
     return CompactIRConfig(tasks=tuple((task, get_task(task).scale) for task in tasks), **chosen)
 
 
-def init_config(init: Path, tasks: list[str] | None = None, **sizes: int | None) -> CompactIRConfig:
-    """The config of the CompactIR base file `init` that a further stage of pre-training starts
-    from. `tasks` (default: its heads) and any size option given must agree with the file."""
-    start = _init_base(init)
+def init_config(init: Path | LoadedBase, tasks: list[str] | None = None, **sizes: int | None) -> CompactIRConfig:
+    """The config of the CompactIR base (a file, or `load_init`'s result) that a further stage of
+    pre-training starts from. `tasks` (default: its heads) and any size option given must agree."""
+    start = load_init(init)
     config = start.module.config
     if tasks is not None and sorted(tasks) != config.head_names:
-        raise DataError(f"{init} has the heads {','.join(config.head_names)}: --tasks must name these")
+        raise DataError(f"{start.source} has the heads {','.join(config.head_names)}: --tasks must name these")
     chosen = {name: value for name, value in sizes.items() if value is not None}
     if differing := sorted(name for name, value in chosen.items() if getattr(config, name) != value):
         raise DataError(
-            f"{init} is shaped {', '.join(f'{name}={getattr(config, name)}' for name in differing)}: "
+            f"{start.source} is shaped {', '.join(f'{name}={getattr(config, name)}' for name in differing)}: "
             "leave the size options out when starting from a file"
         )
     return config
 
 
-def _init_base(init: Path) -> LoadedBase:
-    start = load_base_file(Path(init))
+def load_init(init: Path | LoadedBase) -> LoadedBase:
+    """The CompactIR base a further stage starts from, loaded once (a loaded one is checked as is)."""
+    start = init if isinstance(init, LoadedBase) else load_base_file(Path(init))
     if start.descriptor.architecture != "compactir":
         raise DataError(
-            f"{init} is a {start.descriptor.architecture} base; pre-training continues CompactIR bases only"
+            f"{start.source} is a {start.descriptor.architecture} base; pre-training continues CompactIR bases only"
         )
     return start
 
@@ -88,13 +89,14 @@ def pretrain(
     on_step: StepCallback | None = None,
     grey_share: float = 0.0,
     degradations: Mapping[str, str] | None = None,
-    init: Path | None = None,
+    init: Path | LoadedBase | None = None,
 ) -> PretrainOutcome:
     """Train a CompactIR base with `config` (one head per task: `compactir_config`) from scratch;
     write it to `out` (+ `out`.json). Checkpointing, resuming and torchrun behave as in `finetune`.
     `grey_share` of the samples are made grey, with grey noise. `degradations` maps a task to the
     synthetic degradation its head trains on instead of its own (derain -> derain-varied). `init`
-    starts from that CompactIR base file's weights instead of random ones (its config: `init_config`).
+    starts from that CompactIR base's weights instead of random ones (a file, or `load_init`'s
+    result so that it is read once; its config: `init_config`).
     """
     context = setup(device)
     try:
@@ -107,7 +109,7 @@ def pretrain(
 def _pretrain(
     config: CompactIRConfig, out: Path, data: DataOptions, settings: LoopSettings, context: Distributed,
     resume: bool, console: Console | None, show_progress: bool, on_step: StepCallback | None, grey_share: float,
-    chosen: dict[str, str], init: Path | None,
+    chosen: dict[str, str], init: Path | LoadedBase | None,
 ) -> PretrainOutcome:
     tasks = config.head_names
     if data.lq is not None or data.degradation is not None:
@@ -117,9 +119,9 @@ def _pretrain(
             f"a degradation is given for {', '.join(unknown)}, which is not among the tasks {','.join(tasks)}"
         )
     # The start, before any image is decoded: a wrong file fails at once.
-    start = _init_base(init) if init is not None else None
+    start = load_init(init) if init is not None else None
     if start is not None and start.module.config != config:
-        raise DataError(f"{init} is not shaped as the base to train ({config}); take the config from init_config")
+        raise DataError(f"{start.source} is not shaped as the base to train ({config}); take the config from init_config")
     descriptor = describe(config)
     check_patch("compactir", descriptor, settings.patch)
     degradations = {task: synthetic_degradation(chosen.get(task, task), task) for task in tasks}
@@ -165,7 +167,7 @@ def _pretrain(
         "degradations": degradations,
         "grey_share": grey_share,
         "data": prepared.summary(data),
-        **({"init": {"file": str(init), "sha256": start.sha256}} if start is not None else {}),
+        **({"init": {"file": start.source, "sha256": start.sha256}} if start is not None else {}),
     }
     log = log_path(out)
     if context.main:
